@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make test`: formatting, clippy, then every test, with a real
+# kube-apiserver and etcd started for the end-to-end suite and stopped after.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+
+echo "== starting kube-apiserver and etcd"
+eval "$(tests/apiserver/env.sh start)"
+trap 'tests/apiserver/env.sh stop' EXIT
+# The end-to-end suite runs only when asked, so that a stray KUBECONFIG on
+# a developer's machine is never touched by accident.
+export PPO_E2E=1
+
+echo "== cargo test"
+cargo test --all-targets

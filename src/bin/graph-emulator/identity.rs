@@ -1,0 +1,235 @@
+//! App registrations and the access tokens issued to them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Tenant key of a registration that is valid in every tenant.
+pub const ANY_TENANT: &str = "*";
+
+/// How long an expired token is remembered, so that Graph can still tell the
+/// client that it expired instead of calling it unknown.
+const EXPIRED_TOKEN_RETENTION: Duration = Duration::from_secs(3600);
+
+/// Application permission granted to a client, with admin consent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Permission {
+    /// `PeopleSettings.Read.All`: GET only.
+    Read,
+    /// `PeopleSettings.ReadWrite.All`: GET, PATCH and DELETE.
+    ReadWrite,
+}
+
+impl Permission {
+    pub fn can_write(self) -> bool {
+        self == Permission::ReadWrite
+    }
+}
+
+/// An app registration with one client secret.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub secret: String,
+    pub permission: Permission,
+    pub secret_expired: bool,
+}
+
+/// A registration as the control API shows it, without the secret.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientView {
+    pub tenant: String,
+    pub client_id: String,
+    pub permission: Permission,
+    pub secret_expired: bool,
+}
+
+/// What an access token was issued for.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub tenant: String,
+    pub client_id: String,
+    pub permission: Permission,
+    pub expires_at: Instant,
+}
+
+/// Reasons why a bearer token does not authenticate a Graph request.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    #[error("Access token is empty.")]
+    Missing,
+    #[error("Access token validation failure. The token was not issued by this emulator.")]
+    Unknown,
+    #[error("Lifetime validation failed, the token is expired.")]
+    Expired,
+}
+
+/// Clients keyed by (tenant or `*`, client ID), tokens, and recent token
+/// requests per client for loop detection.
+#[derive(Default)]
+pub struct Identity {
+    clients: BTreeMap<(String, String), Client>,
+    tokens: HashMap<String, Grant>,
+    recent_requests: HashMap<(String, String), VecDeque<Instant>>,
+}
+
+impl Identity {
+    /// Adds or replaces a registration. `tenant` and `client_id` must already
+    /// be normalized to lowercase.
+    pub fn upsert_client(&mut self, tenant: String, client_id: String, client: Client) {
+        self.clients.insert((tenant, client_id), client);
+    }
+
+    pub fn client_mut(&mut self, tenant: &str, client_id: &str) -> Option<&mut Client> {
+        self.clients
+            .get_mut(&(tenant.to_owned(), client_id.to_owned()))
+    }
+
+    pub fn remove_client(&mut self, tenant: &str, client_id: &str) -> bool {
+        self.clients
+            .remove(&(tenant.to_owned(), client_id.to_owned()))
+            .is_some()
+    }
+
+    pub fn list_clients(&self) -> Vec<ClientView> {
+        self.clients
+            .iter()
+            .map(|((tenant, client_id), client)| ClientView {
+                tenant: tenant.clone(),
+                client_id: client_id.clone(),
+                permission: client.permission,
+                secret_expired: client.secret_expired,
+            })
+            .collect()
+    }
+
+    /// Returns whether the tenant exists: some registration names it, or a
+    /// registration for any tenant exists.
+    pub fn tenant_exists(&self, tenant: &str) -> bool {
+        self.clients
+            .keys()
+            .any(|(key, _)| key == tenant || key == ANY_TENANT)
+    }
+
+    /// Finds the registration of `client_id` in `tenant`, falling back to a
+    /// registration for any tenant.
+    pub fn find_client(&self, tenant: &str, client_id: &str) -> Option<&Client> {
+        let exact = (tenant.to_owned(), client_id.to_owned());
+        let wildcard = (ANY_TENANT.to_owned(), client_id.to_owned());
+        self.clients
+            .get(&exact)
+            .or_else(|| self.clients.get(&wildcard))
+    }
+
+    /// Records a valid token request and returns whether the client has made
+    /// more than `max_per_minute` of them in the last 60 seconds.
+    pub fn note_token_request(
+        &mut self,
+        tenant: &str,
+        client_id: &str,
+        max_per_minute: u32,
+        now: Instant,
+    ) -> bool {
+        let key = (tenant.to_owned(), client_id.to_owned());
+        let recent = self.recent_requests.entry(key).or_default();
+        while recent
+            .front()
+            .is_some_and(|time| now.duration_since(*time) >= Duration::from_secs(60))
+        {
+            recent.pop_front();
+        }
+        recent.push_back(now);
+        recent.len() > max_per_minute as usize
+    }
+
+    /// Issues an opaque access token for `grant` and forgets tokens that
+    /// expired long ago.
+    pub fn issue_token(&mut self, grant: Grant, now: Instant) -> String {
+        self.tokens
+            .retain(|_, known| known.expires_at + EXPIRED_TOKEN_RETENTION > now);
+        let bytes: [u8; 32] = rand::random();
+        let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        self.tokens.insert(token.clone(), grant);
+        token
+    }
+
+    /// Looks up the grant behind a bearer token.
+    pub fn resolve_token(&self, token: &str, now: Instant) -> Result<Grant, BearerError> {
+        let grant = self.tokens.get(token).ok_or(BearerError::Unknown)?;
+        if grant.expires_at <= now {
+            return Err(BearerError::Expired);
+        }
+        Ok(grant.clone())
+    }
+
+    /// Marks every issued token as expired and returns how many were valid.
+    pub fn expire_all_tokens(&mut self, now: Instant) -> usize {
+        let mut expired = 0;
+        for grant in self.tokens.values_mut() {
+            if grant.expires_at > now {
+                grant.expires_at = now;
+                expired += 1;
+            }
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> Client {
+        Client {
+            secret: "s".into(),
+            permission: Permission::ReadWrite,
+            secret_expired: false,
+        }
+    }
+
+    #[test]
+    fn wildcard_registration_serves_any_tenant() {
+        let mut identity = Identity::default();
+        identity.upsert_client(ANY_TENANT.into(), "app".into(), client());
+        assert!(identity.tenant_exists("contoso.com"));
+        assert!(identity.find_client("contoso.com", "app").is_some());
+        assert!(identity.find_client("contoso.com", "other").is_none());
+    }
+
+    #[test]
+    fn loop_detection_counts_one_minute() {
+        let mut identity = Identity::default();
+        let start = Instant::now();
+        assert!(!identity.note_token_request("t.com", "app", 2, start));
+        assert!(!identity.note_token_request("t.com", "app", 2, start));
+        assert!(identity.note_token_request("t.com", "app", 2, start));
+        let later = start + Duration::from_secs(61);
+        assert!(!identity.note_token_request("t.com", "app", 2, later));
+    }
+
+    #[test]
+    fn expired_token_is_reported() {
+        let mut identity = Identity::default();
+        let now = Instant::now();
+        let grant = Grant {
+            tenant: "t.com".into(),
+            client_id: "app".into(),
+            permission: Permission::Read,
+            expires_at: now + Duration::from_secs(10),
+        };
+        let token = identity.issue_token(grant, now);
+        assert!(identity.resolve_token(&token, now).is_ok());
+        assert_eq!(identity.expire_all_tokens(now), 1);
+        assert_eq!(
+            identity.resolve_token(&token, now).unwrap_err(),
+            BearerError::Expired
+        );
+        assert_eq!(
+            identity.resolve_token("nope", now).unwrap_err(),
+            BearerError::Unknown
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! The emulator's shared state.
+
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::cli::{Args, PatchStatus};
+use crate::faults::Faults;
+use crate::identity::{Client, Identity};
+use crate::journal::Journal;
+use crate::tenants::Tenants;
+use crate::throttle::Throttle;
+
+/// Settings fixed at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub token_lifetime: Duration,
+    pub max_token_requests_per_minute: u32,
+    pub latency: Duration,
+    pub patch_status: PatchStatus,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// `{scheme}://{listen address}`, as printed at start.
+    pub base_url: String,
+}
+
+/// State shared by all connections. Each part has its own lock, and no lock
+/// is held across an await.
+pub struct Emulator {
+    pub config: Config,
+    identity: Mutex<Identity>,
+    tenants: Mutex<Tenants>,
+    faults: Mutex<Faults>,
+    throttle: Mutex<Throttle>,
+    journal: Mutex<Journal>,
+}
+
+impl Emulator {
+    /// Creates the state from the options and the address actually bound.
+    pub fn new(args: &Args, local_addr: SocketAddr) -> Self {
+        let mut identity = Identity::default();
+        for spec in &args.clients {
+            let client = Client {
+                secret: spec.secret.clone(),
+                permission: spec.permission,
+                secret_expired: false,
+            };
+            identity.upsert_client(spec.tenant.clone(), spec.client_id.clone(), client);
+        }
+        let scheme = if args.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let config = Config {
+            token_lifetime: Duration::from_secs(args.token_lifetime),
+            max_token_requests_per_minute: args.max_token_requests_per_minute,
+            latency: Duration::from_millis(args.latency),
+            patch_status: args.patch_status,
+            scheme,
+            base_url: format!("{scheme}://{local_addr}"),
+        };
+        Emulator {
+            config,
+            identity: Mutex::new(identity),
+            tenants: Mutex::new(Tenants::default()),
+            faults: Mutex::new(Faults::default()),
+            throttle: Mutex::new(Throttle::new(args.throttle_per_tenant)),
+            journal: Mutex::new(Journal::new(args.request_log_limit)),
+        }
+    }
+
+    pub fn identity(&self) -> MutexGuard<'_, Identity> {
+        lock(&self.identity)
+    }
+
+    pub fn tenants(&self) -> MutexGuard<'_, Tenants> {
+        lock(&self.tenants)
+    }
+
+    pub fn faults(&self) -> MutexGuard<'_, Faults> {
+        lock(&self.faults)
+    }
+
+    pub fn throttle(&self) -> MutexGuard<'_, Throttle> {
+        lock(&self.throttle)
+    }
+
+    pub fn journal(&self) -> MutexGuard<'_, Journal> {
+        lock(&self.journal)
+    }
+}
+
+/// Locks a mutex, recovering the data if a handler panicked while holding it:
+/// the state stays usable for later requests.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

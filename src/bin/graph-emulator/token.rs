@@ -1,0 +1,258 @@
+//! The client-credentials token endpoint, `POST /{tenant}/oauth2/v2.0/token`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::aadsts::TokenError;
+use crate::context::{Endpoint, RequestContext, RequestFacts};
+use crate::faults;
+use crate::graph_error::json_response;
+use crate::identity::Grant;
+use crate::state::Emulator;
+use crate::tenant_id;
+
+/// Graph roots of the national clouds, whose `/.default` scopes the endpoint accepts.
+const GRAPH_ROOTS: [&str; 4] = [
+    "https://graph.microsoft.com",
+    "https://graph.microsoft.us",
+    "https://dod-graph.microsoft.us",
+    "https://microsoftgraph.chinacloudapi.cn",
+];
+
+/// Application ID of Microsoft Graph, also accepted as `{id}/.default`.
+const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+
+/// The form fields that the emulator reads. Certificate and federated
+/// credentials (`client_assertion`) are not supported.
+#[derive(Debug, Default)]
+struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
+}
+
+impl TokenForm {
+    /// Reads the first value of each field. A body that is not form-encoded
+    /// yields missing fields, which Entra ID reports as missing parameters.
+    fn parse(body: &[u8]) -> Self {
+        let mut form = TokenForm::default();
+        for (name, value) in url::form_urlencoded::parse(body) {
+            let slot = match name.as_ref() {
+                "grant_type" => &mut form.grant_type,
+                "client_id" => &mut form.client_id,
+                "client_secret" => &mut form.client_secret,
+                "scope" => &mut form.scope,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| value.into_owned());
+        }
+        form
+    }
+}
+
+/// Handles every method on the token path; only POST can succeed.
+pub async fn token_endpoint(
+    State(emulator): State<Arc<Emulator>>,
+    Path(tenant): Path<String>,
+    Extension(context): Extension<RequestContext>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = tenant_id::normalize(&tenant);
+    let form = TokenForm::parse(&body);
+    let mut facts = RequestFacts {
+        endpoint: Some(Endpoint::Token),
+        tenant: tenant_id::is_valid(&tenant).then(|| tenant.clone()),
+        client_id: form.client_id.as_deref().map(str::to_ascii_lowercase),
+        fault_injected: false,
+    };
+    let rule = emulator
+        .faults()
+        .take_match(Endpoint::Token, facts.tenant.as_deref(), &method);
+    if let Some(rule) = rule {
+        facts.fault_injected = true;
+        if let Some(response) = faults::apply(&rule, Endpoint::Token, &context).await {
+            return facts.attach(response);
+        }
+    }
+    let own_roots = own_base_urls(&emulator, &headers);
+    let response = match issue_token(&emulator, &method, &tenant, &form, &own_roots) {
+        Ok(body) => json_response(StatusCode::OK, &body, "application/json; charset=utf-8"),
+        Err(error) => error.into_response(&context),
+    };
+    facts.attach(response)
+}
+
+/// Validates the request in the order Entra ID reports problems and returns
+/// the token response body.
+fn issue_token(
+    emulator: &Emulator,
+    method: &Method,
+    tenant: &str,
+    form: &TokenForm,
+    own_roots: &[String],
+) -> Result<serde_json::Value, TokenError> {
+    let mut identity = emulator.identity();
+    if !tenant_id::is_valid(tenant) {
+        return Err(TokenError::InvalidTenant(tenant.to_owned()));
+    }
+    if !identity.tenant_exists(tenant) {
+        return Err(TokenError::TenantNotFound(tenant.to_owned()));
+    }
+    if method != Method::POST {
+        return Err(TokenError::MethodNotPost(method.to_string()));
+    }
+    check_grant_type(form.grant_type.as_deref())?;
+    let client_id = form
+        .client_id
+        .as_deref()
+        .ok_or(TokenError::MissingParameter("client_id"))?
+        .to_ascii_lowercase();
+    let client = identity
+        .find_client(tenant, &client_id)
+        .ok_or_else(|| TokenError::UnknownClient {
+            client_id: client_id.clone(),
+            tenant: tenant.to_owned(),
+        })?;
+    let secret = form
+        .client_secret
+        .as_deref()
+        .ok_or(TokenError::MissingCredential)?;
+    if secret != client.secret {
+        return Err(TokenError::InvalidSecret(client_id));
+    }
+    if client.secret_expired {
+        return Err(TokenError::ExpiredSecret(client_id));
+    }
+    let permission = client.permission;
+    check_scope(form.scope.as_deref(), own_roots)?;
+
+    let now = Instant::now();
+    let limit = emulator.config.max_token_requests_per_minute;
+    if identity.note_token_request(tenant, &client_id, limit, now) {
+        return Err(TokenError::RequestLoop);
+    }
+    let lifetime = emulator.config.token_lifetime;
+    let grant = Grant {
+        tenant: tenant.to_owned(),
+        client_id,
+        permission,
+        expires_at: now + lifetime,
+    };
+    let access_token = identity.issue_token(grant, now);
+    Ok(json!({
+        "token_type": "Bearer",
+        "expires_in": lifetime.as_secs(),
+        "ext_expires_in": lifetime.as_secs(),
+        "access_token": access_token,
+    }))
+}
+
+fn check_grant_type(grant_type: Option<&str>) -> Result<(), TokenError> {
+    match grant_type {
+        None => Err(TokenError::MissingParameter("grant_type")),
+        Some("client_credentials") => Ok(()),
+        Some(other) => Err(TokenError::UnsupportedGrantType(other.to_owned())),
+    }
+}
+
+/// Accepts exactly one scope `{resource}/.default`, where the resource is a
+/// Graph root, Graph's application ID or the emulator's own base URL.
+fn check_scope(scope: Option<&str>, own_roots: &[String]) -> Result<(), TokenError> {
+    let scope = scope.ok_or(TokenError::MissingParameter("scope"))?;
+    let is_known = |resource: &str| {
+        GRAPH_ROOTS
+            .iter()
+            .copied()
+            .chain([GRAPH_APP_ID])
+            .chain(own_roots.iter().map(String::as_str))
+            .any(|known| known.eq_ignore_ascii_case(resource))
+    };
+    let mut scopes = scope.split_whitespace();
+    let (Some(single), None) = (scopes.next(), scopes.next()) else {
+        return Err(TokenError::InvalidScope(scope.to_owned()));
+    };
+    if let Some(resource) = single.strip_suffix("/.default") {
+        if is_known(resource) {
+            return Ok(());
+        }
+        return Err(TokenError::InvalidScope(scope.to_owned()));
+    }
+    match single.rsplit_once('/') {
+        Some((resource, _)) if is_known(resource) => {
+            Err(TokenError::ScopeWithoutDefault(scope.to_owned()))
+        }
+        _ => Err(TokenError::InvalidScope(scope.to_owned())),
+    }
+}
+
+/// Returns the base URLs under which clients reach the emulator: the listen
+/// address and the request's Host header.
+fn own_base_urls(emulator: &Emulator, headers: &HeaderMap) -> Vec<String> {
+    let scheme = emulator.config.scheme;
+    let mut roots = vec![emulator.config.base_url.clone()];
+    if let Some(host) = headers.get(header::HOST).and_then(|host| host.to_str().ok()) {
+        roots.push(format!("{scheme}://{host}"));
+    }
+    roots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_takes_first_value() {
+        let form = TokenForm::parse(b"grant_type=client_credentials&client_id=a&client_id=b&scope=x%2Fy");
+        assert_eq!(form.grant_type.as_deref(), Some("client_credentials"));
+        assert_eq!(form.client_id.as_deref(), Some("a"));
+        assert_eq!(form.scope.as_deref(), Some("x/y"));
+        assert_eq!(form.client_secret, None);
+    }
+
+    #[test]
+    fn scope_accepts_every_cloud() {
+        for root in GRAPH_ROOTS {
+            assert_eq!(check_scope(Some(&format!("{root}/.default")), &[]), Ok(()));
+        }
+        let own = vec!["http://127.0.0.1:9".to_owned()];
+        assert_eq!(check_scope(Some("http://127.0.0.1:9/.default"), &own), Ok(()));
+        let app_id = format!("{GRAPH_APP_ID}/.default");
+        assert_eq!(check_scope(Some(&app_id), &[]), Ok(()));
+    }
+
+    #[test]
+    fn scope_rejects_others() {
+        let cases = [
+            (
+                "https://graph.microsoft.com/User.Read",
+                TokenError::ScopeWithoutDefault("https://graph.microsoft.com/User.Read".into()),
+            ),
+            (
+                "https://example.com/.default",
+                TokenError::InvalidScope("https://example.com/.default".into()),
+            ),
+            (
+                "https://graph.microsoft.com/.default offline_access",
+                TokenError::InvalidScope(
+                    "https://graph.microsoft.com/.default offline_access".into(),
+                ),
+            ),
+        ];
+        for (scope, expected) in cases {
+            assert_eq!(check_scope(Some(scope), &[]), Err(expected));
+        }
+        assert_eq!(
+            check_scope(None, &[]),
+            Err(TokenError::MissingParameter("scope"))
+        );
+    }
+}

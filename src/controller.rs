@@ -1,0 +1,422 @@
+//! Kubernetes wiring: watches, the reconcile entry point, the status write
+//! and Events. Graph details live in `graph` and `reconcile`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use rand::Rng;
+use tracing::{info, warn};
+
+use crate::conditions::{self, READY, reason};
+use crate::graph::{Credential, ErrorClass, GraphClient, SecretString, Target};
+use crate::policy::{PhotoUpdatePolicy, PhotoUpdatePolicyStatus};
+use crate::reconcile::{self, Failure, Outcome, build_status, converge, describe, describe_desired};
+use crate::settings::DesiredSettings;
+
+/// Field manager name for status writes and the Event reporter.
+pub const MANAGER: &str = "photo-policy-operator";
+
+/// How long a written setting may take to show up in reads before it is
+/// written again.
+const WRITE_PENDING_WINDOW: Duration = Duration::from_secs(120);
+
+/// Errors that abort a pass; they are retried with backoff by the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to write the status of {namespace}/{name}")]
+    WriteStatus {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("policy has no namespace")]
+    MissingNamespace,
+}
+
+/// State shared by all reconcile passes.
+pub struct Context {
+    pub client: Client,
+    pub graph: GraphClient,
+    pub recorder: Recorder,
+    /// Consecutive failed passes per policy, for backoff.
+    failures: Mutex<HashMap<ObjectRef<PhotoUpdatePolicy>, u32>>,
+    /// Settings written per policy and when, to avoid writing twice while
+    /// Graph reads catch up.
+    pending_writes: Mutex<HashMap<ObjectRef<PhotoUpdatePolicy>, (DesiredSettings, Instant)>>,
+}
+
+impl Context {
+    pub fn new(client: Client, graph: GraphClient) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            graph,
+            failures: Mutex::default(),
+            pending_writes: Mutex::default(),
+        }
+    }
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn run(context: Arc<Context>, namespace: Option<String>) {
+    let client = context.client.clone();
+    let policies: Api<PhotoUpdatePolicy> = scoped_api(&client, namespace.as_deref());
+    // Metadata only: the operator reads a Secret's value when a policy needs
+    // it, and never keeps all Secrets of the cluster in memory.
+    let secrets: Api<PartialObjectMeta<Secret>> = match namespace.as_deref() {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+
+    let (reader, writer) = reflector::store();
+    // Status writes do not change metadata.generation, so filtering on it
+    // (and on annotations) keeps the operator's own writes from triggering
+    // another pass.
+    let policy_stream = watcher(policies, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::annotations),
+            Default::default(),
+        );
+    let secret_stream = watcher(secrets, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .applied_objects();
+
+    let store = reader.clone();
+    Controller::for_stream(policy_stream, reader)
+        .watches_stream(secret_stream, move |secret| policies_using(&store, &secret))
+        .shutdown_on_signal()
+        .run(reconcile_policy, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(error = %reconcile::error_chain(&error), "reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Maps a changed Secret to the policies in its namespace that reference it.
+fn policies_using(
+    store: &Store<PhotoUpdatePolicy>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<PhotoUpdatePolicy>> {
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|policy| policy.namespace() == namespace)
+        .filter(|policy| {
+            policy
+                .spec
+                .credentials
+                .secret_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name)
+        })
+        .map(|policy| ObjectRef::from_obj(policy.as_ref()))
+        .collect()
+}
+
+/// One pass: sync with Graph, report, and pick the next pass's time.
+async fn reconcile_policy(
+    policy: Arc<PhotoUpdatePolicy>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let namespace = policy.namespace().ok_or(Error::MissingNamespace)?;
+    let key = ObjectRef::from_obj(policy.as_ref());
+    let outcome = sync(&policy, &namespace, &context, &key).await;
+    let failures = context.record_result(&key, &outcome);
+    report(&policy, &namespace, &context, &outcome).await?;
+    let jitter = rand::rng().random_range(0.9..1.1);
+    let delay = reconcile::requeue_after(&outcome, policy.spec.sync_interval(), failures, jitter);
+    Ok(delay.map_or_else(Action::await_change, Action::requeue))
+}
+
+fn error_policy(_policy: Arc<PhotoUpdatePolicy>, error: &Error, _context: Arc<Context>) -> Action {
+    warn!(error = %reconcile::error_chain(error), "pass aborted, retrying in 15s");
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Loads the inputs and converges the tenant; every failure becomes part
+/// of the outcome.
+async fn sync(
+    policy: &PhotoUpdatePolicy,
+    namespace: &str,
+    context: &Context,
+    key: &ObjectRef<PhotoUpdatePolicy>,
+) -> Outcome {
+    if policy.spec.suspend {
+        return Outcome::Suspended;
+    }
+    let desired = match policy.spec.desired() {
+        Ok(desired) => desired,
+        Err(error) => return failure(Failure::permanent(reason::INVALID_SPEC, error.to_string())),
+    };
+    let target = match load_target(policy, namespace, &context.client).await {
+        Ok(target) => target,
+        Err(failed) => return failure(failed),
+    };
+    let write_pending = context.write_pending(key, &desired);
+    let outcome = converge(
+        &context.graph,
+        &target,
+        &desired,
+        policy.spec.management_policy,
+        write_pending,
+    )
+    .await;
+    if outcome.wrote() {
+        context.remember_write(key, desired);
+    }
+    outcome
+}
+
+fn failure(failure: Failure) -> Outcome {
+    Outcome::Failed {
+        failure,
+        observed: None,
+    }
+}
+
+/// Reads the credential Secret and builds the Graph target.
+async fn load_target(
+    policy: &PhotoUpdatePolicy,
+    namespace: &str,
+    client: &Client,
+) -> Result<Target, Failure> {
+    let credentials = &policy.spec.credentials;
+    let Some(secret_ref) = credentials.secret_ref.as_ref() else {
+        return Err(Failure::permanent(
+            reason::INVALID_SPEC,
+            "credentials.secretRef is required when credentials.type is ClientSecret",
+        ));
+    };
+    let key = policy.spec.secret_key();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = match secrets.get_opt(&secret_ref.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err(Failure::permanent(
+                reason::SECRET_NOT_FOUND,
+                format!("Secret {namespace}/{} not found", secret_ref.name),
+            ));
+        }
+        Err(error) => {
+            return Err(Failure {
+                reason: reason::KUBERNETES_ERROR.to_string(),
+                message: format!(
+                    "failed to read Secret {namespace}/{}: {}",
+                    secret_ref.name,
+                    reconcile::error_chain(&error)
+                ),
+                class: ErrorClass::Transient,
+            });
+        }
+    };
+    let value = secret_value(&secret, key).ok_or_else(|| {
+        Failure::permanent(
+            reason::SECRET_KEY_MISSING,
+            format!(
+                "Secret {namespace}/{} has no non-empty key {key:?}",
+                secret_ref.name
+            ),
+        )
+    })?;
+    Ok(Target {
+        cloud: policy.spec.cloud,
+        tenant_id: policy.spec.tenant_id.clone(),
+        client_id: credentials.client_id.clone(),
+        credential: Credential::ClientSecret(value),
+    })
+}
+
+/// Returns the trimmed value of `key`, from `data` or `stringData`.
+fn secret_value(secret: &Secret, key: &str) -> Option<SecretString> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .map(|value| value.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|data| data.get(key))
+                .map(|value| value.clone().into_bytes())
+        })?;
+    let text = String::from_utf8(bytes).ok()?;
+    // A trailing newline from `echo secret > file` is never part of a
+    // client secret.
+    let trimmed = text.trim();
+    (!trimmed.is_empty()).then(|| SecretString::new(trimmed.to_string()))
+}
+
+/// Writes the status when it changed and publishes Events for what a user
+/// should notice.
+async fn report(
+    policy: &PhotoUpdatePolicy,
+    namespace: &str,
+    context: &Context,
+    outcome: &Outcome,
+) -> Result<(), Error> {
+    let now = Time(jiff::Timestamp::now());
+    let previous = policy.status.as_ref();
+    let status = build_status(previous, policy.metadata.generation, outcome, &now);
+    log_outcome(policy, outcome);
+    publish_events(policy, context, outcome, previous).await;
+    if previous == Some(&status) {
+        return Ok(());
+    }
+    write_status(policy, namespace, &context.client, status).await
+}
+
+async fn write_status(
+    policy: &PhotoUpdatePolicy,
+    namespace: &str,
+    client: &Client,
+    status: PhotoUpdatePolicyStatus,
+) -> Result<(), Error> {
+    let name = policy.name_any();
+    let api: Api<PhotoUpdatePolicy> = Api::namespaced(client.clone(), namespace);
+    let body = serde_json::json!({
+        "apiVersion": "photopolicy.io/v1alpha1",
+        "kind": "PhotoUpdatePolicy",
+        "status": status,
+    });
+    let params = PatchParams::apply(MANAGER).force();
+    api.patch_status(&name, &params, &Patch::Apply(&body))
+        .await
+        .map_err(|source| Error::WriteStatus {
+            namespace: namespace.to_string(),
+            name,
+            source,
+        })?;
+    Ok(())
+}
+
+fn log_outcome(policy: &PhotoUpdatePolicy, outcome: &Outcome) {
+    let tenant = policy.spec.tenant_id.as_str();
+    match outcome {
+        Outcome::Failed { failure, .. } => warn!(
+            tenant,
+            reason = %failure.reason,
+            error = %failure.message,
+            "sync failed"
+        ),
+        Outcome::Applied { before, .. } => {
+            info!(tenant, was = %describe(before), "applied the declared setting")
+        }
+        other => info!(tenant, reason = other.reason(), "synced"),
+    }
+}
+
+/// Publishes a Normal Event for each write, and a Warning Event when the
+/// Ready reason changes to a failure or to drift. Repeated passes with the
+/// same result publish nothing.
+async fn publish_events(
+    policy: &PhotoUpdatePolicy,
+    context: &Context,
+    outcome: &Outcome,
+    previous: Option<&PhotoUpdatePolicyStatus>,
+) {
+    let previous_reason = previous
+        .and_then(|status| conditions::find(&status.conditions, READY))
+        .map(|c| c.reason.as_str());
+    let event = match outcome {
+        Outcome::Applied { before, .. } => Some((
+            EventType::Normal,
+            reason::APPLIED.to_string(),
+            format!("wrote the declared setting (was {})", describe(before)),
+        )),
+        Outcome::Failed { failure, .. } if previous_reason != Some(&failure.reason) => Some((
+            EventType::Warning,
+            failure.reason.clone(),
+            failure.message.clone(),
+        )),
+        Outcome::DriftDetected { observed, desired }
+            if previous_reason != Some(reason::DRIFT_DETECTED) =>
+        {
+            Some((
+                EventType::Warning,
+                reason::DRIFT_DETECTED.to_string(),
+                format!(
+                    "the tenant has {} but the policy declares {}",
+                    describe(observed),
+                    describe_desired(desired)
+                ),
+            ))
+        }
+        _ => None,
+    };
+    let Some((type_, reason, note)) = event else {
+        return;
+    };
+    let event = Event {
+        type_,
+        reason,
+        note: Some(note),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    let reference = policy.object_ref(&());
+    if let Err(error) = context.recorder.publish(&event, &reference).await {
+        warn!(error = %reconcile::error_chain(&error), "failed to publish an Event");
+    }
+}
+
+impl Context {
+    /// Updates the failure count for `key` and returns it.
+    fn record_result(&self, key: &ObjectRef<PhotoUpdatePolicy>, outcome: &Outcome) -> u32 {
+        let mut failures = self.failures.lock().expect("failure map lock poisoned");
+        if matches!(outcome, Outcome::Failed { .. }) {
+            let count = failures.entry(key.clone()).or_default();
+            *count += 1;
+            *count
+        } else {
+            failures.remove(key);
+            0
+        }
+    }
+
+    fn write_pending(&self, key: &ObjectRef<PhotoUpdatePolicy>, desired: &DesiredSettings) -> bool {
+        let pending = self.pending_writes.lock().expect("pending write lock poisoned");
+        pending.get(key).is_some_and(|(written, at)| {
+            written == desired && at.elapsed() < WRITE_PENDING_WINDOW
+        })
+    }
+
+    fn remember_write(&self, key: &ObjectRef<PhotoUpdatePolicy>, desired: DesiredSettings) {
+        let mut pending = self.pending_writes.lock().expect("pending write lock poisoned");
+        pending.insert(key.clone(), (desired, Instant::now()));
+    }
+}

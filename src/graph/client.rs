@@ -1,0 +1,524 @@
+//! HTTP client for the photoUpdateSettings singleton: token requests,
+//! GET and PATCH, logging and error mapping.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{ACCEPT, HeaderMap};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use url::Url;
+
+use super::error::{GraphError, Operation, TransportKind};
+use super::response::{
+    IssuedToken, parse_aad_error, parse_odata_error, parse_settings, parse_token_response,
+    retry_after,
+};
+use super::token::{Token, TokenCache};
+use super::{Credential, EndpointOverrides, Endpoints, Target};
+use crate::settings::{DesiredSettings, ObservedSettings};
+
+/// Default time limit of one HTTP request, including reading the body.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time allowed for opening a connection.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Path of the settings singleton below the Graph root.
+const SETTINGS_PATH: [&str; 4] = ["beta", "admin", "people", "photoUpdateSettings"];
+
+/// Settings of a [`GraphClient`].
+#[derive(Clone, Debug)]
+pub struct GraphClientOptions {
+    /// Operator-wide endpoint overrides.
+    pub endpoints: EndpointOverrides,
+    /// Time limit of one HTTP request, including reading the body.
+    pub timeout: Duration,
+    /// CA certificates trusted in addition to the built-in web PKI roots,
+    /// such as a corporate proxy's CA or a test server's.
+    pub extra_root_certificates: Vec<reqwest::Certificate>,
+    /// `User-Agent` header of every request.
+    pub user_agent: String,
+}
+
+impl Default for GraphClientOptions {
+    fn default() -> Self {
+        Self {
+            endpoints: EndpointOverrides::default(),
+            timeout: DEFAULT_TIMEOUT,
+            extra_root_certificates: Vec::new(),
+            user_agent: concat!("photo-policy-operator/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+impl GraphClientOptions {
+    /// Adds every certificate of a PEM bundle to
+    /// [`GraphClientOptions::extra_root_certificates`].
+    pub fn add_pem_root_certificates(&mut self, pem: &[u8]) -> Result<(), ClientBuildError> {
+        let certificates =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(ClientBuildError::InvalidPem)?;
+        if certificates.is_empty() {
+            return Err(ClientBuildError::NoCertificate);
+        }
+        self.extra_root_certificates.extend(certificates);
+        Ok(())
+    }
+}
+
+/// Error building a [`GraphClient`].
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    #[error("invalid PEM certificate bundle; give one or more BEGIN CERTIFICATE blocks")]
+    InvalidPem(#[source] reqwest::Error),
+    #[error("the PEM bundle contains no certificate; give one or more BEGIN CERTIFICATE blocks")]
+    NoCertificate,
+    #[error("failed to build the HTTP client")]
+    Http(#[source] reqwest::Error),
+}
+
+/// Client for the photo update settings of any number of tenants. Cheap to
+/// clone, and clones share the connection pool, the token cache and the
+/// request counters.
+#[derive(Clone)]
+pub struct GraphClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    overrides: EndpointOverrides,
+    tokens: TokenCache,
+    token_requests: AtomicU64,
+    graph_requests: AtomicU64,
+}
+
+impl fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphClient")
+            .field("overrides", &self.inner.overrides)
+            .field("token_requests", &self.token_requests())
+            .field("graph_requests", &self.graph_requests())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Graph response with a success status.
+struct Success {
+    body: Vec<u8>,
+    request_id: Option<String>,
+    client_request_id: String,
+}
+
+/// What a log line and an error need to know about one Graph request.
+struct GraphCall<'a> {
+    operation: Operation,
+    tenant: &'a str,
+    url: &'a Url,
+    client_request_id: String,
+    cached_token: bool,
+}
+
+impl GraphClient {
+    /// Builds a client. Redirects are not followed, so a token never goes to
+    /// a host other than the configured endpoints.
+    pub fn new(options: GraphClientOptions) -> Result<Self, ClientBuildError> {
+        let GraphClientOptions {
+            endpoints,
+            timeout,
+            extra_root_certificates,
+            user_agent,
+        } = options;
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(user_agent);
+        for certificate in extra_root_certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder.build().map_err(ClientBuildError::Http)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                overrides: endpoints,
+                tokens: TokenCache::new(),
+                token_requests: AtomicU64::new(0),
+                graph_requests: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Returns the number of token requests sent so far.
+    pub fn token_requests(&self) -> u64 {
+        self.inner.token_requests.load(Ordering::Relaxed)
+    }
+
+    /// Returns the number of Graph requests sent so far.
+    pub fn graph_requests(&self) -> u64 {
+        self.inner.graph_requests.load(Ordering::Relaxed)
+    }
+
+    /// Reads the tenant's photo update settings. Values are kept verbatim,
+    /// including enum members unknown to this build.
+    pub async fn get_settings(&self, target: &Target) -> Result<ObservedSettings, GraphError> {
+        let success = self.call(target, Operation::GetSettings, None).await?;
+        parse_settings(&success.body).map_err(|detail| GraphError::UnexpectedResponse {
+            operation: Operation::GetSettings,
+            tenant: target.tenant_id.clone(),
+            status: StatusCode::OK.as_u16(),
+            detail,
+            request_id: success.request_id,
+            client_request_id: Some(success.client_request_id),
+        })
+    }
+
+    /// Writes the tenant's photo update settings. The body always carries
+    /// both properties, because Graph keeps the old value of one left out.
+    /// Any 2xx status, including 204, is success. The response body is not
+    /// read, so callers confirm the change with [`GraphClient::get_settings`].
+    pub async fn patch_settings(
+        &self,
+        target: &Target,
+        desired: &DesiredSettings,
+    ) -> Result<(), GraphError> {
+        let body = patch_body(desired);
+        self.call(target, Operation::PatchSettings, Some(body))
+            .await?;
+        Ok(())
+    }
+
+    /// Sends one Graph request with a token for `target`. After a 401 or 403
+    /// the token is dropped from the cache, so the next attempt gets a new
+    /// token that carries any permission granted since.
+    async fn call(
+        &self,
+        target: &Target,
+        operation: Operation,
+        body: Option<Value>,
+    ) -> Result<Success, GraphError> {
+        let endpoints = Endpoints::resolve(target.cloud, &self.inner.overrides);
+        let key = self.inner.tokens.key(&endpoints, target);
+        let token = self
+            .inner
+            .tokens
+            .get(&key, || self.request_token(&endpoints, target))
+            .await?;
+        let result = self
+            .send_graph(&endpoints.graph, target, operation, body, &token)
+            .await;
+        if let Err(GraphError::Graph {
+            status: 401 | 403, ..
+        }) = &result
+        {
+            self.inner
+                .tokens
+                .invalidate(&key, &token.access_token)
+                .await;
+        }
+        result
+    }
+
+    async fn send_graph(
+        &self,
+        graph_root: &Url,
+        target: &Target,
+        operation: Operation,
+        body: Option<Value>,
+        token: &Token,
+    ) -> Result<Success, GraphError> {
+        let url = settings_url(graph_root);
+        let call = GraphCall {
+            operation,
+            tenant: &target.tenant_id,
+            url: &url,
+            client_request_id: uuid::Uuid::new_v4().to_string(),
+            cached_token: token.cached,
+        };
+        let method = match operation {
+            Operation::PatchSettings => Method::PATCH,
+            _ => Method::GET,
+        };
+        let mut request = self
+            .inner
+            .http
+            .request(method, url.clone())
+            .bearer_auth(token.access_token.expose())
+            .header("client-request-id", &call.client_request_id)
+            .header(ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.inner.graph_requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let response = request.send().await.map_err(|err| call.transport(err))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|err| call.transport(err))?;
+        call.log(status, &headers, started.elapsed());
+        if status.is_success() {
+            return Ok(Success {
+                body: body.to_vec(),
+                request_id: header(&headers, "request-id"),
+                client_request_id: call.client_request_id,
+            });
+        }
+        Err(call.error(status, &headers, &body))
+    }
+
+    /// Requests a token with the client-credentials grant.
+    async fn request_token(
+        &self,
+        endpoints: &Endpoints,
+        target: &Target,
+    ) -> Result<IssuedToken, GraphError> {
+        let url = token_url(&endpoints.authority, &target.tenant_id);
+        let Credential::ClientSecret(secret) = &target.credential;
+        let scope = target.cloud.scope();
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", target.client_id.as_str()),
+            ("client_secret", secret.expose()),
+            ("scope", scope.as_str()),
+        ];
+        let call = GraphCall {
+            operation: Operation::TokenRequest,
+            tenant: &target.tenant_id,
+            url: &url,
+            client_request_id: uuid::Uuid::new_v4().to_string(),
+            cached_token: false,
+        };
+        self.inner.token_requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let response = self
+            .inner
+            .http
+            .post(url.clone())
+            .header("client-request-id", &call.client_request_id)
+            .header(ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|err| call.transport(err))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|err| call.transport(err))?;
+        call.log(status, &headers, started.elapsed());
+        if status.is_success() {
+            return parse_token_response(&body)
+                .map_err(|detail| call.unexpected(status, &headers, detail));
+        }
+        Err(call.token_error(status, &headers, &body))
+    }
+}
+
+impl GraphCall<'_> {
+    fn transport(&self, err: reqwest::Error) -> GraphError {
+        let kind = if err.is_timeout() {
+            TransportKind::Timeout
+        } else if err.is_connect() {
+            TransportKind::Connect
+        } else {
+            TransportKind::Other
+        };
+        tracing::info!(
+            operation = %self.operation,
+            tenant = %self.tenant,
+            client_request_id = %self.client_request_id,
+            error = %err,
+            "request failed before a response arrived"
+        );
+        GraphError::Transport {
+            operation: self.operation,
+            tenant: self.tenant.to_string(),
+            host: self.url.origin().ascii_serialization(),
+            kind,
+            client_request_id: Some(self.client_request_id.clone()),
+            source: Arc::new(err),
+        }
+    }
+
+    /// Logs a response: at debug level for success, at info level for an
+    /// error status, because the caller logs the resulting error anyway.
+    fn log(&self, status: StatusCode, headers: &HeaderMap, elapsed: Duration) {
+        let request_id = header(headers, "request-id");
+        let diagnostic = header(headers, "x-ms-ags-diagnostic");
+        let request_id = request_id.as_deref().unwrap_or("");
+        let diagnostic = diagnostic.as_deref().unwrap_or("");
+        let elapsed_ms = elapsed.as_millis() as u64;
+        if status.is_success() {
+            tracing::debug!(operation = %self.operation, tenant = %self.tenant, status = status.as_u16(),
+                client_request_id = %self.client_request_id, request_id, ags_diagnostic = diagnostic,
+                elapsed_ms, "request completed");
+        } else {
+            tracing::info!(operation = %self.operation, tenant = %self.tenant, status = status.as_u16(),
+                client_request_id = %self.client_request_id, request_id, ags_diagnostic = diagnostic,
+                elapsed_ms, "request returned an error status");
+        }
+    }
+
+    fn unexpected(&self, status: StatusCode, headers: &HeaderMap, detail: String) -> GraphError {
+        GraphError::UnexpectedResponse {
+            operation: self.operation,
+            tenant: self.tenant.to_string(),
+            status: status.as_u16(),
+            detail,
+            request_id: header(headers, "request-id"),
+            client_request_id: Some(self.client_request_id.clone()),
+        }
+    }
+
+    /// Maps a Graph response with a non-success status to an error.
+    fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> GraphError {
+        if !(status.is_client_error() || status.is_server_error()) {
+            return self.unexpected(status, headers, format!("unexpected status {status}"));
+        }
+        let odata = parse_odata_error(body);
+        GraphError::Graph {
+            operation: self.operation,
+            tenant: self.tenant.to_string(),
+            status: status.as_u16(),
+            code: odata.code,
+            inner_code: odata.inner_code,
+            message: odata.message,
+            request_id: header(headers, "request-id").or(odata.request_id),
+            client_request_id: self.client_request_id.clone(),
+            retry_after: retry_after(headers),
+            cached_token: self.cached_token,
+        }
+    }
+
+    /// Maps a token endpoint response with a non-success status to an error.
+    fn token_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> GraphError {
+        if !(status.is_client_error() || status.is_server_error()) {
+            return self.unexpected(status, headers, format!("unexpected status {status}"));
+        }
+        let aad = parse_aad_error(body);
+        GraphError::Token {
+            tenant: self.tenant.to_string(),
+            status: status.as_u16(),
+            error: aad.error,
+            codes: aad.codes,
+            trace_id: aad.trace_id,
+            correlation_id: aad.correlation_id,
+            retry_after: retry_after(headers),
+        }
+    }
+}
+
+/// Builds the PATCH body. Both properties are always present, with `[]`
+/// for an empty role set, because Graph keeps the old value of a property
+/// left out.
+fn patch_body(desired: &DesiredSettings) -> Value {
+    let roles: Vec<String> = desired
+        .allowed_roles
+        .iter()
+        .map(|role| role.to_ascii_lowercase())
+        .collect();
+    json!({
+        "source": desired.source.as_str(),
+        "allowedRoles": roles,
+    })
+}
+
+/// Returns `{graph root}/beta/admin/people/photoUpdateSettings`, keeping any
+/// path prefix of the root.
+fn settings_url(graph_root: &Url) -> Url {
+    let mut url = graph_root.clone();
+    url.path_segments_mut()
+        .expect("validated endpoints have a host")
+        .pop_if_empty()
+        .extend(SETTINGS_PATH);
+    url
+}
+
+/// Returns `{authority}/{tenant}/oauth2/v2.0/token`. The tenant is one
+/// percent-encoded path segment, so a `/` in it cannot change the path.
+fn token_url(authority: &Url, tenant: &str) -> Url {
+    let mut url = authority.clone();
+    url.path_segments_mut()
+        .expect("validated endpoints have a host")
+        .pop_if_empty()
+        .extend([tenant, "oauth2", "v2.0", "token"]);
+    url
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(|v| super::error::printable(v, 200))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::settings::Source;
+
+    fn desired(source: Source, roles: &[&str]) -> DesiredSettings {
+        DesiredSettings {
+            source,
+            allowed_roles: roles.iter().map(|r| r.to_string()).collect::<BTreeSet<_>>(),
+        }
+    }
+
+    #[test]
+    fn patch_body_empty_roles_is_empty_list() {
+        let body = patch_body(&desired(Source::Cloud, &[]));
+        assert_eq!(body, json!({"source": "cloud", "allowedRoles": []}));
+    }
+
+    #[test]
+    fn patch_body_canonical_source_and_lowercase_roles() {
+        let body = patch_body(&desired(
+            Source::OnPremises,
+            &["FE930BE7-5E62-47DB-91AF-98C3A49A38B1"],
+        ));
+        assert_eq!(
+            body,
+            json!({"source": "onPremises", "allowedRoles": ["fe930be7-5e62-47db-91af-98c3a49a38b1"]})
+        );
+    }
+
+    #[test]
+    fn settings_url_keeps_prefix() {
+        let root = Url::parse("https://graph.microsoft.com").unwrap();
+        assert_eq!(
+            settings_url(&root).as_str(),
+            "https://graph.microsoft.com/beta/admin/people/photoUpdateSettings"
+        );
+        let prefixed = Url::parse("http://127.0.0.1:8080/graph/").unwrap();
+        assert_eq!(
+            settings_url(&prefixed).as_str(),
+            "http://127.0.0.1:8080/graph/beta/admin/people/photoUpdateSettings"
+        );
+    }
+
+    #[test]
+    fn token_url_encodes_tenant() {
+        let authority = Url::parse("https://login.microsoftonline.com/").unwrap();
+        assert_eq!(
+            token_url(&authority, "contoso.onmicrosoft.com").as_str(),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            token_url(&authority, "a/b?c").as_str(),
+            "https://login.microsoftonline.com/a%2Fb%3Fc/oauth2/v2.0/token"
+        );
+    }
+
+    #[test]
+    fn pem_bundle_without_certificate_rejected() {
+        let mut options = GraphClientOptions::default();
+        assert!(
+            options
+                .add_pem_root_certificates(b"not a certificate")
+                .is_err()
+        );
+        assert!(options.extra_root_certificates.is_empty());
+    }
+}

@@ -1,0 +1,12 @@
+//! Keeps the Microsoft 365 profile photo update settings of each tenant in
+//! line with a `PhotoUpdatePolicy` custom resource.
+
+pub mod conditions;
+pub mod controller;
+pub mod graph;
+pub mod oneshot;
+pub mod policy;
+pub mod reconcile;
+pub mod settings;
+pub mod telemetry;
+pub mod validation;

@@ -1,0 +1,151 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use kube::CustomResourceExt;
+use photo_policy_operator::controller::{self, Context};
+use photo_policy_operator::graph::{EndpointOverrides, GraphClient, GraphClientOptions};
+use photo_policy_operator::oneshot::{self, Mode};
+use photo_policy_operator::policy::PhotoUpdatePolicy;
+use photo_policy_operator::telemetry::{self, LogFormat};
+use tracing::info;
+
+/// Keeps Microsoft 365 profile photo update settings as code.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller: watch PhotoUpdatePolicy resources and keep each
+    /// tenant in line. Uses the in-cluster service account, or KUBECONFIG.
+    Run(RunArgs),
+    /// Print the PhotoUpdatePolicy CustomResourceDefinition as YAML.
+    Crd,
+    /// Show what would change for the policies in a file, without writing.
+    /// Exits 0 when every tenant is in sync, 2 when a tenant would change,
+    /// 1 on errors. The client secret is read from AZURE_CLIENT_SECRET.
+    Plan(OneShotArgs),
+    /// Write the declared settings of the policies in a file and verify
+    /// them with a read. Exits 0 when every tenant ends in sync, 1 on
+    /// errors. The client secret is read from AZURE_CLIENT_SECRET.
+    Apply(OneShotArgs),
+}
+
+#[derive(Args)]
+struct GraphArgs {
+    /// Sign-in host to use instead of the cloud's own, such as a Graph
+    /// emulator. Plain http:// is accepted only for loopback addresses.
+    #[arg(long, env = "PPO_AUTHORITY_HOST", value_name = "URL")]
+    authority_host: Option<String>,
+    /// Graph host to use instead of the cloud's own, such as a Graph
+    /// emulator. Plain http:// is accepted only for loopback addresses.
+    #[arg(long, env = "PPO_GRAPH_ENDPOINT", value_name = "URL")]
+    graph_endpoint: Option<String>,
+    /// PEM file with extra CA certificates to trust for the sign-in and
+    /// Graph hosts, for example a TLS-intercepting proxy or a test emulator.
+    #[arg(long, value_name = "FILE")]
+    extra_ca_file: Option<String>,
+    /// Timeout of one Graph or token request, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    request_timeout: u64,
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    graph: GraphArgs,
+    /// Watch only this namespace. Default: all namespaces.
+    #[arg(long, env = "PPO_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+}
+
+#[derive(Args)]
+struct OneShotArgs {
+    #[command(flatten)]
+    graph: GraphArgs,
+    /// YAML file with one or more PhotoUpdatePolicy documents.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    file: String,
+    /// How long `apply` keeps reading after a write until the new value
+    /// shows up, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    verify_timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command).await {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(oneshot::EXIT_FAILED as u8)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Crd => {
+            print!("{}", serde_yaml::to_string(&PhotoUpdatePolicy::crd())?);
+            Ok(0)
+        }
+        Command::Run(args) => {
+            run_controller(args).await?;
+            Ok(0)
+        }
+        Command::Plan(args) => one_shot(args, Mode::Plan).await,
+        Command::Apply(args) => one_shot(args, Mode::Apply).await,
+    }
+}
+
+async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.graph.log_format, "info,kube=warn");
+    let graph = graph_client(&args.graph)?;
+    let client = kube::Client::try_default()
+        .await
+        .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    info!(namespace = args.namespace.as_deref().unwrap_or("*"), "starting controller");
+    controller::run(Arc::new(Context::new(client, graph)), args.namespace).await;
+    info!("controller stopped");
+    Ok(())
+}
+
+async fn one_shot(args: OneShotArgs, mode: Mode) -> anyhow::Result<u8> {
+    telemetry::init(args.graph.log_format, "warn");
+    let policies = oneshot::load_policies(&args.file)?;
+    let secret = oneshot::secret_from_env()?;
+    let graph = graph_client(&args.graph)?;
+    let verify = Duration::from_secs(args.verify_timeout);
+    let code = oneshot::run(&graph, &policies, &secret, mode, verify).await;
+    Ok(code as u8)
+}
+
+fn graph_client(args: &GraphArgs) -> anyhow::Result<GraphClient> {
+    let endpoints =
+        EndpointOverrides::parse(args.authority_host.as_deref(), args.graph_endpoint.as_deref())?;
+    let extra_root_certificates = match &args.extra_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("failed to read {path}"))?;
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{path} is not a PEM certificate bundle"))?
+        }
+        None => Vec::new(),
+    };
+    let options = GraphClientOptions {
+        endpoints,
+        timeout: Duration::from_secs(args.request_timeout),
+        extra_root_certificates,
+        ..GraphClientOptions::default()
+    };
+    Ok(GraphClient::new(options)?)
+}

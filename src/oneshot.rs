@@ -1,0 +1,252 @@
+//! `plan` and `apply`: one pass against Graph for the policies in a file,
+//! with no cluster. For pipelines and break-glass use.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::graph::{Credential, GraphClient, SecretString, Target};
+use crate::policy::{ManagementPolicy, PhotoUpdatePolicy};
+use crate::reconcile::{Outcome, converge, describe, describe_desired};
+use crate::settings::{DesiredSettings, ObservedSettings};
+use crate::validation::{self, FieldError};
+
+/// Exit code when every tenant already has its declared setting.
+pub const EXIT_IN_SYNC: i32 = 0;
+/// Exit code for invalid input or a failed Graph call.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code of `plan` when at least one tenant would change.
+pub const EXIT_CHANGES: i32 = 2;
+
+/// Errors that stop a one-shot run before any Graph call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: document {index} is not valid YAML")]
+    Parse {
+        path: String,
+        index: usize,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("{path}: document {index} ({name}) is invalid:\n{}", list(.errors))]
+    Invalid {
+        path: String,
+        index: usize,
+        name: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("{path} holds no PhotoUpdatePolicy")]
+    Empty { path: String },
+    #[error("AZURE_CLIENT_SECRET is not set or empty: export the application's client secret value")]
+    MissingSecret,
+}
+
+fn list(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and validates every policy in a YAML file (documents separated by
+/// `---`). Other kinds, such as a Secret in the same file, are skipped.
+pub fn load_policies(path: &str) -> Result<Vec<PhotoUpdatePolicy>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_string(),
+        source,
+    })?;
+    let mut policies = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let index = index + 1;
+        let value: Value = serde::Deserialize::deserialize(document).map_err(|source| {
+            Error::Parse {
+                path: path.to_string(),
+                index,
+                source,
+            }
+        })?;
+        if value.is_null() || !is_policy_document(&value) {
+            continue;
+        }
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("unnamed")
+            .to_string();
+        let invalid = |errors| Error::Invalid {
+            path: path.to_string(),
+            index,
+            name: name.clone(),
+            errors,
+        };
+        validation::validate(&value).map_err(invalid)?;
+        let policy = serde_json::from_value(value).map_err(|error| {
+            invalid(vec![FieldError {
+                path: "<root>".to_string(),
+                message: error.to_string(),
+            }])
+        })?;
+        policies.push(policy);
+    }
+    if policies.is_empty() {
+        return Err(Error::Empty {
+            path: path.to_string(),
+        });
+    }
+    Ok(policies)
+}
+
+/// Reports whether a document is meant as a PhotoUpdatePolicy: its kind
+/// says so, or it has no kind at all (then validation explains what is
+/// missing).
+fn is_policy_document(value: &Value) -> bool {
+    match value.get("kind").and_then(Value::as_str) {
+        Some(kind) => kind == "PhotoUpdatePolicy",
+        None => true,
+    }
+}
+
+/// Reads the client secret from `AZURE_CLIENT_SECRET`.
+pub fn secret_from_env() -> Result<SecretString, Error> {
+    match std::env::var("AZURE_CLIENT_SECRET") {
+        Ok(value) if !value.trim().is_empty() => Ok(SecretString::new(value.trim().to_string())),
+        _ => Err(Error::MissingSecret),
+    }
+}
+
+/// What `plan` or `apply` should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plan,
+    Apply,
+}
+
+/// Runs one pass per policy, prints a report to stdout and returns the
+/// process exit code.
+pub async fn run(
+    graph: &GraphClient,
+    policies: &[PhotoUpdatePolicy],
+    secret: &SecretString,
+    mode: Mode,
+    verify_timeout: Duration,
+) -> i32 {
+    let mut code = EXIT_IN_SYNC;
+    for policy in policies {
+        let result = run_one(graph, policy, secret, mode, verify_timeout).await;
+        code = code.max(result);
+    }
+    code
+}
+
+async fn run_one(
+    graph: &GraphClient,
+    policy: &PhotoUpdatePolicy,
+    secret: &SecretString,
+    mode: Mode,
+    verify_timeout: Duration,
+) -> i32 {
+    let name = policy.metadata.name.as_deref().unwrap_or("unnamed");
+    let spec = &policy.spec;
+    println!("{name} (tenant {}, cloud {:?}):", spec.tenant_id, spec.cloud);
+    if spec.suspend {
+        println!("  skipped: spec.suspend is true");
+        return EXIT_IN_SYNC;
+    }
+    let desired = match spec.desired() {
+        Ok(desired) => desired,
+        Err(error) => {
+            println!("  invalid: {error}");
+            return EXIT_FAILED;
+        }
+    };
+    let target = Target {
+        cloud: spec.cloud,
+        tenant_id: spec.tenant_id.clone(),
+        client_id: spec.credentials.client_id.clone(),
+        credential: Credential::ClientSecret(secret.clone()),
+    };
+    let mode_for_policy = match mode {
+        Mode::Apply => spec.management_policy,
+        // Observe never writes, which is what a plan needs.
+        Mode::Plan => ManagementPolicy::Observe,
+    };
+    let outcome = converge(graph, &target, &desired, mode_for_policy, false).await;
+    let outcome = match outcome {
+        Outcome::AwaitingConsistency { .. } => {
+            wait_for_write(graph, &target, &desired, verify_timeout, outcome).await
+        }
+        other => other,
+    };
+    print_outcome(&outcome, &desired, mode)
+}
+
+/// Reads the tenant until the write shows up or `timeout` passes, since
+/// Graph reads are eventually consistent.
+async fn wait_for_write(
+    graph: &GraphClient,
+    target: &Target,
+    desired: &DesiredSettings,
+    timeout: Duration,
+    mut outcome: Outcome,
+) -> Outcome {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(500);
+    while tokio::time::Instant::now() + delay <= deadline {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+        if let Ok(observed) = graph.get_settings(target).await {
+            if observed.matches(desired) {
+                return Outcome::Applied {
+                    before: ObservedSettings::default(),
+                    observed,
+                };
+            }
+            outcome = Outcome::AwaitingConsistency {
+                observed,
+                wrote: true,
+            };
+        }
+    }
+    outcome
+}
+
+fn print_outcome(outcome: &Outcome, desired: &DesiredSettings, mode: Mode) -> i32 {
+    match outcome {
+        Outcome::InSync { observed } => {
+            println!("  in sync: {}", describe(observed));
+            EXIT_IN_SYNC
+        }
+        Outcome::Applied { observed, .. } => {
+            println!("  applied and verified: {}", describe(observed));
+            EXIT_IN_SYNC
+        }
+        Outcome::DriftDetected { observed, .. } => {
+            println!("  current:  {}", describe(observed));
+            println!("  declared: {}", describe_desired(desired));
+            match mode {
+                Mode::Plan => println!("  would change the tenant"),
+                Mode::Apply => println!("  not written: managementPolicy is Observe"),
+            }
+            EXIT_CHANGES
+        }
+        Outcome::AwaitingConsistency { observed, .. } => {
+            println!(
+                "  written, but Graph still returns {}; run plan again later to confirm",
+                describe(observed)
+            );
+            EXIT_FAILED
+        }
+        Outcome::Suspended => EXIT_IN_SYNC,
+        Outcome::Failed { failure, .. } => {
+            println!("  failed ({}): {}", failure.reason, failure.message);
+            EXIT_FAILED
+        }
+    }
+}
