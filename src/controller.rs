@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::conditions::{self, READY, reason};
 use crate::graph::{Credential, ErrorClass, GraphClient, SecretString, Target};
-use crate::policy::{PhotoUpdatePolicy, PhotoUpdatePolicyStatus};
+use crate::policy::{PhotoUpdatePolicy, PhotoUpdatePolicyStatus, RECONCILE_REQUESTED_AT};
 use crate::reconcile::{self, Failure, Outcome, build_status, converge, describe, describe_desired};
 use crate::settings::DesiredSettings;
 
@@ -148,7 +148,8 @@ fn policies_using(
 }
 
 /// One pass: sync with Graph, report, and pick the next pass's time.
-async fn reconcile_policy(
+/// Public so that scenario tests can drive a single pass.
+pub async fn reconcile_policy(
     policy: Arc<PhotoUpdatePolicy>,
     context: Arc<Context>,
 ) -> Result<Action, Error> {
@@ -291,7 +292,10 @@ async fn report(
 ) -> Result<(), Error> {
     let now = Time(jiff::Timestamp::now());
     let previous = policy.status.as_ref();
-    let status = build_status(previous, policy.metadata.generation, outcome, &now);
+    let mut status = build_status(previous, policy.metadata.generation, outcome, &now);
+    if let Some(requested) = policy.annotations().get(RECONCILE_REQUESTED_AT) {
+        status.last_handled_reconcile_at = Some(requested.clone());
+    }
     log_outcome(policy, outcome);
     publish_events(policy, context, outcome, previous).await;
     if previous == Some(&status) {

@@ -15,6 +15,9 @@ use crate::settings::{DesiredSettings, InvalidRole, Source, resolve_role};
 /// Group of every resource this operator serves.
 pub const GROUP: &str = "photopolicy.io";
 
+/// Annotation that asks for an immediate pass when its value changes.
+pub const RECONCILE_REQUESTED_AT: &str = "photopolicy.io/reconcile-requested-at";
+
 /// Key in the referenced Secret when `secretRef.key` is not set.
 pub const DEFAULT_SECRET_KEY: &str = "clientSecret";
 
@@ -271,6 +274,13 @@ pub struct PhotoUpdatePolicyStatus {
     /// When the operator last wrote the setting to the tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_time: Option<Time>,
+
+    /// Value of the photopolicy.io/reconcile-requested-at annotation that
+    /// the last pass handled. Set the annotation to any new value (such as
+    /// the current time) to ask for a pass now; this field echoes it once
+    /// the pass is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 /// The tenant's photo update settings as Graph reported them.

@@ -235,6 +235,7 @@ pub fn build_status(
         } else {
             previous.last_applied_time
         },
+        last_handled_reconcile_at: previous.last_handled_reconcile_at,
     }
 }
 

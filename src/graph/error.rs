@@ -142,7 +142,7 @@ pub enum GraphError {
     },
 
     /// No HTTP response arrived.
-    #[error("{operation} for tenant {tenant:?} {}", transport_message(*.kind, .host, .client_request_id.as_deref()))]
+    #[error("{operation} for tenant {tenant:?} failed: {}", transport_message(*.kind, .host, .client_request_id.as_deref()))]
     Transport {
         operation: Operation,
         tenant: String,
@@ -428,7 +428,7 @@ fn graph_message(error: &GraphError) -> String {
     );
     let detail = message
         .as_deref()
-        .map(|m| format!(": {m}"))
+        .map(|m| format!(": {}", m.trim_end_matches('.')))
         .unwrap_or_default();
     let action = graph_action(*operation, *status, *retry_after, *cached_token);
     format!(
@@ -479,18 +479,21 @@ fn graph_action(
 }
 
 fn transport_message(kind: TransportKind, host: &str, client_request_id: Option<&str>) -> String {
-    let what = match kind {
-        TransportKind::Timeout => "timed out",
-        TransportKind::Connect => "could not connect",
-        TransportKind::Other => "failed before a response arrived",
-    };
     let ids = client_request_id
         .map(|id| format!(" (client-request-id {id})"))
         .unwrap_or_default();
-    format!(
-        "{what}{ids}; check DNS, proxies and network policies for {host}, the operator \
-         retries with backoff"
-    )
+    match kind {
+        TransportKind::Timeout => {
+            format!("the request to {host} timed out{ids}; check network access to {host}")
+        }
+        TransportKind::Connect => {
+            format!("could not connect to {host}{ids}; check DNS, proxies and network policies")
+        }
+        TransportKind::Other => format!(
+            "the connection to {host} failed before a response arrived{ids}; check network \
+             access to {host} if this repeats"
+        ),
+    }
 }
 
 /// Joins the known ids of a response, such as "HTTP 403, code

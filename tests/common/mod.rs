@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod emulator;
+
 use serde_json::{Value, json};
 
 /// A bad policy from `fixtures/invalid-policies.yaml`.

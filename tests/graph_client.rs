@@ -1,0 +1,596 @@
+//! Tests of the Graph client against the `graph-emulator` binary on loopback.
+//! Each test starts its own emulator on a free port, so tests run in
+//! parallel without sharing state.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use photo_policy_operator::graph::{
+    Cloud, Credential, EndpointOverrides, ErrorClass, GraphClient, GraphClientOptions, GraphError,
+    SecretString, Target, TransportKind, reason,
+};
+use photo_policy_operator::settings::{DesiredSettings, ObservedSettings, Source};
+use serde_json::{Value, json};
+
+const TENANT: &str = "contoso.onmicrosoft.com";
+const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+const SECRET: &str = "right-secret-value";
+const READ_TENANT: &str = "readonly.onmicrosoft.com";
+const READ_CLIENT_ID: &str = "66666666-7777-8888-9999-000000000000";
+const READ_SECRET: &str = "read-only-secret-value";
+
+const GLOBAL_ADMIN: &str = "62e90394-69f5-4237-9190-012177145e10";
+const USER_ADMIN: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
+
+/// A running emulator, killed when dropped.
+struct Emulator {
+    child: Child,
+    /// Kept open so the emulator never writes to a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+    base_url: String,
+    control: reqwest::Client,
+}
+
+impl Emulator {
+    /// Starts the emulator with the two test clients and `extra` arguments.
+    fn start(extra: &[&str]) -> Self {
+        let clients = [
+            format!("{TENANT}:{CLIENT_ID}:{SECRET}"),
+            format!("{READ_TENANT}:{READ_CLIENT_ID}:{READ_SECRET}:read"),
+        ];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_graph-emulator"));
+        command.args(["--listen", "127.0.0.1:0"]);
+        for client in &clients {
+            command.args(["--client", client]);
+        }
+        let mut child = command
+            .args(extra)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("graph-emulator starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the start line");
+        let base_url = line
+            .trim()
+            .strip_prefix("graph-emulator listening on ")
+            .unwrap_or_else(|| panic!("unexpected start line {line:?}"))
+            .to_string();
+        Self {
+            child,
+            _stdout: stdout,
+            base_url,
+            control: reqwest::Client::new(),
+        }
+    }
+
+    fn options(&self) -> GraphClientOptions {
+        let endpoints = EndpointOverrides::parse(Some(&self.base_url), Some(&self.base_url))
+            .expect("emulator URL is a valid override");
+        GraphClientOptions {
+            endpoints,
+            ..GraphClientOptions::default()
+        }
+    }
+
+    fn client(&self) -> GraphClient {
+        GraphClient::new(self.options()).expect("client builds")
+    }
+
+    /// Sends a control API request and returns the JSON body, if any.
+    async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/_emulator/{path}", self.base_url);
+        let mut request = self.control.request(method, url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("control request succeeds");
+        let status = response.status();
+        let text = response.text().await.expect("control body is readable");
+        assert!(status.is_success(), "control {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    async fn add_faults(&self, rules: Value) {
+        self.control(reqwest::Method::POST, "faults", Some(rules))
+            .await;
+    }
+
+    async fn put_settings(&self, tenant: &str, settings: Value) {
+        let path = format!("tenants/{tenant}/settings");
+        self.control(reqwest::Method::PUT, &path, Some(settings))
+            .await;
+    }
+
+    /// Returns the settings the emulator stores for `tenant`, as stored.
+    async fn stored_settings(&self, tenant: &str) -> Value {
+        let path = format!("tenants/{tenant}/settings");
+        self.control(reqwest::Method::GET, &path, None).await
+    }
+
+    async fn requests(&self) -> Vec<Value> {
+        let log = self.control(reqwest::Method::GET, "requests", None).await;
+        log.as_array().expect("request log is a list").clone()
+    }
+
+    async fn total_token_requests(&self) -> u64 {
+        let stats = self.control(reqwest::Method::GET, "stats", None).await;
+        stats["totals"]["tokenRequests"]
+            .as_u64()
+            .expect("stats have tokenRequests")
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn target(tenant: &str, client_id: &str, secret: &str) -> Target {
+    Target {
+        cloud: Cloud::Global,
+        tenant_id: tenant.to_string(),
+        client_id: client_id.to_string(),
+        credential: Credential::ClientSecret(SecretString::new(secret)),
+    }
+}
+
+fn contoso() -> Target {
+    target(TENANT, CLIENT_ID, SECRET)
+}
+
+fn desired(source: Source, roles: &[&str]) -> DesiredSettings {
+    DesiredSettings {
+        source,
+        allowed_roles: roles.iter().map(|r| r.to_string()).collect::<BTreeSet<_>>(),
+    }
+}
+
+/// Asserts that neither the Display nor the Debug form of `err` contains
+/// any of `secrets`.
+fn assert_no_secret(err: &GraphError, secrets: &[&str]) {
+    let shown = format!("{err} {err:?}");
+    for secret in secrets {
+        assert!(!shown.contains(secret), "error shows a secret: {shown}");
+    }
+}
+
+#[tokio::test]
+async fn token_cached_across_calls() {
+    let emulator = Emulator::start(&[]);
+    let client = emulator.client();
+    let target = contoso();
+    for _ in 0..3 {
+        client.get_settings(&target).await.unwrap();
+    }
+    client
+        .patch_settings(&target, &desired(Source::Cloud, &[GLOBAL_ADMIN]))
+        .await
+        .unwrap();
+    assert_eq!(client.token_requests(), 1);
+    assert_eq!(client.graph_requests(), 4);
+    assert_eq!(emulator.total_token_requests().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_one_token_request() {
+    let emulator = Emulator::start(&["--latency", "200"]);
+    let client = emulator.client();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.get_settings(&contoso()).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(client.token_requests(), 1);
+    assert_eq!(emulator.total_token_requests().await, 1);
+}
+
+#[tokio::test]
+async fn round_trip_documented_settings() {
+    let emulator = Emulator::start(&[]);
+    let client = emulator.client();
+    let target = contoso();
+    let cases = [
+        desired(Source::Cloud, &[]),
+        desired(Source::Cloud, &[GLOBAL_ADMIN]),
+        desired(Source::Cloud, &[USER_ADMIN]),
+        desired(Source::Cloud, &[GLOBAL_ADMIN, USER_ADMIN]),
+        desired(Source::OnPremises, &[]),
+    ];
+    for want in cases {
+        client.patch_settings(&target, &want).await.unwrap();
+        let observed = client.get_settings(&target).await.unwrap();
+        assert!(
+            observed.matches(&want),
+            "{want:?} read back as {observed:?}"
+        );
+        assert_eq!(observed.source.as_deref(), Some(want.source.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn patch_sends_empty_role_list() {
+    let emulator = Emulator::start(&[]);
+    emulator
+        .put_settings(
+            TENANT,
+            json!({"source": "cloud", "allowedRoles": [GLOBAL_ADMIN]}),
+        )
+        .await;
+    let client = emulator.client();
+    client
+        .patch_settings(&contoso(), &desired(Source::Cloud, &[]))
+        .await
+        .unwrap();
+    // The emulator merges PATCH bodies like Graph, so an omitted property
+    // would have kept the old role.
+    assert_eq!(
+        emulator.stored_settings(TENANT).await,
+        json!({"source": "cloud", "allowedRoles": []})
+    );
+}
+
+#[tokio::test]
+async fn patch_sends_source() {
+    let emulator = Emulator::start(&[]);
+    emulator
+        .put_settings(
+            TENANT,
+            json!({"source": "onPremises", "allowedRoles": null}),
+        )
+        .await;
+    let client = emulator.client();
+    client
+        .patch_settings(&contoso(), &desired(Source::Cloud, &[USER_ADMIN]))
+        .await
+        .unwrap();
+    assert_eq!(
+        emulator.stored_settings(TENANT).await,
+        json!({"source": "cloud", "allowedRoles": [USER_ADMIN]})
+    );
+}
+
+#[tokio::test]
+async fn patch_accepts_204() {
+    let emulator = Emulator::start(&["--patch-status", "204"]);
+    let client = emulator.client();
+    let want = desired(Source::Cloud, &[GLOBAL_ADMIN]);
+    client.patch_settings(&contoso(), &want).await.unwrap();
+    let observed = client.get_settings(&contoso()).await.unwrap();
+    assert!(observed.matches(&want), "{observed:?}");
+}
+
+#[tokio::test]
+async fn throttled_with_retry_after() {
+    let emulator = Emulator::start(&[]);
+    emulator
+        .add_faults(json!({"endpoint": "graph", "status": 429, "retryAfter": 30, "count": 1}))
+        .await;
+    let client = emulator.client();
+    let err = client.get_settings(&contoso()).await.unwrap_err();
+    assert_eq!(
+        err.class(),
+        ErrorClass::Throttled {
+            retry_after: Some(Duration::from_secs(30))
+        }
+    );
+    assert_eq!(err.reason(), reason::THROTTLED);
+    assert_eq!(err.status(), Some(429));
+    assert!(err.request_id().is_some(), "{err:?}");
+    assert!(err.to_string().contains("retry after 30s"), "{err}");
+    client.get_settings(&contoso()).await.unwrap();
+}
+
+#[tokio::test]
+async fn unavailable_503_is_transient() {
+    let emulator = Emulator::start(&[]);
+    emulator
+        .add_faults(json!({"endpoint": "graph", "status": 503, "emptyBody": true, "count": 1}))
+        .await;
+    let client = emulator.client();
+    let err = client.get_settings(&contoso()).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.reason(), reason::GRAPH_UNAVAILABLE);
+    assert_eq!(err.status(), Some(503));
+}
+
+#[tokio::test]
+async fn wrong_secret_is_permanent() {
+    let emulator = Emulator::start(&[]);
+    let client = emulator.client();
+    let wrong = "wrong-secret-value";
+    let err = client
+        .get_settings(&target(TENANT, CLIENT_ID, wrong))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert_eq!(err.reason(), reason::INVALID_CLIENT_SECRET);
+    assert!(err.to_string().contains("AADSTS7000215"), "{err}");
+    assert!(err.to_string().contains("not its ID"), "{err}");
+    assert_no_secret(&err, &[wrong, SECRET]);
+}
+
+#[tokio::test]
+async fn rotated_secret_gets_new_token() {
+    let emulator = Emulator::start(&[]);
+    let client = emulator.client();
+    let stale = target(TENANT, CLIENT_ID, "old-secret-value");
+    let err = client.get_settings(&stale).await.unwrap_err();
+    assert_eq!(err.reason(), reason::INVALID_CLIENT_SECRET);
+    client.get_settings(&contoso()).await.unwrap();
+    assert_eq!(client.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn expired_secret_reported() {
+    let emulator = Emulator::start(&[]);
+    let path = format!("tenants/{TENANT}/clients/{CLIENT_ID}");
+    emulator
+        .control(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"secretExpired": true})),
+        )
+        .await;
+    let err = emulator
+        .client()
+        .get_settings(&contoso())
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert_eq!(err.reason(), reason::CLIENT_SECRET_EXPIRED);
+}
+
+#[tokio::test]
+async fn unknown_tenant_not_found() {
+    let emulator = Emulator::start(&[]);
+    let client = emulator.client();
+    let err = client
+        .get_settings(&target("fabrikam.onmicrosoft.com", CLIENT_ID, SECRET))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert_eq!(err.reason(), reason::TENANT_NOT_FOUND);
+    assert!(err.to_string().contains("AADSTS90002"), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_client_not_found() {
+    let emulator = Emulator::start(&[]);
+    let client = emulator.client();
+    let err = client
+        .get_settings(&target(TENANT, READ_CLIENT_ID, SECRET))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), reason::APPLICATION_NOT_FOUND);
+}
+
+#[tokio::test]
+async fn read_only_client_denied_patch() {
+    let emulator = Emulator::start(&[]);
+    let client = emulator.client();
+    let reader = target(READ_TENANT, READ_CLIENT_ID, READ_SECRET);
+    client.get_settings(&reader).await.unwrap();
+    let err = client
+        .patch_settings(&reader, &desired(Source::Cloud, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert_eq!(err.reason(), reason::PERMISSION_DENIED);
+    assert_eq!(err.status(), Some(403));
+    let message = err.to_string();
+    assert!(message.contains("Authorization_RequestDenied"), "{message}");
+    assert!(
+        message.contains("PeopleSettings.ReadWrite.All"),
+        "{message}"
+    );
+    let request_id = err.request_id().expect("403 has a request-id");
+    assert!(message.contains(request_id), "{message}");
+    assert_no_secret(&err, &[READ_SECRET]);
+}
+
+#[tokio::test]
+async fn unknown_enum_value_kept_verbatim() {
+    let emulator = Emulator::start(&[]);
+    let stored =
+        json!({"source": "unknownFutureValue", "allowedRoles": [format!(" {USER_ADMIN}")]});
+    emulator.put_settings(TENANT, stored).await;
+    let observed = emulator.client().get_settings(&contoso()).await.unwrap();
+    assert_eq!(
+        observed,
+        ObservedSettings {
+            source: Some("unknownFutureValue".into()),
+            allowed_roles: Some(vec![format!(" {USER_ADMIN}")]),
+        }
+    );
+}
+
+#[tokio::test]
+async fn never_set_settings_read_as_absent() {
+    let emulator = Emulator::start(&[]);
+    emulator.put_settings(TENANT, Value::Null).await;
+    let observed = emulator.client().get_settings(&contoso()).await.unwrap();
+    assert_eq!(observed, ObservedSettings::default());
+}
+
+#[tokio::test]
+async fn revoked_token_retried_once() {
+    let emulator = Emulator::start(&[]);
+    let client = emulator.client();
+    client.get_settings(&contoso()).await.unwrap();
+    emulator
+        .control(reqwest::Method::POST, "tokens/expire", None)
+        .await;
+    let err = client.get_settings(&contoso()).await.unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    assert_eq!(err.class(), ErrorClass::Transient);
+    client.get_settings(&contoso()).await.unwrap();
+    assert_eq!(client.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn reset_connection_is_network_error() {
+    let emulator = Emulator::start(&[]);
+    let client = emulator.client();
+    client.get_settings(&contoso()).await.unwrap();
+    emulator
+        .add_faults(json!({"endpoint": "graph", "resetConnection": true, "count": 1}))
+        .await;
+    let err = client.get_settings(&contoso()).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.reason(), reason::NETWORK_ERROR);
+}
+
+#[tokio::test]
+async fn slow_response_times_out() {
+    let emulator = Emulator::start(&[]);
+    let client = GraphClient::new(GraphClientOptions {
+        timeout: Duration::from_millis(500),
+        ..emulator.options()
+    })
+    .unwrap();
+    client.get_settings(&contoso()).await.unwrap();
+    emulator
+        .add_faults(json!({"endpoint": "graph", "delayMs": 3000, "count": 1}))
+        .await;
+    let err = client.get_settings(&contoso()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GraphError::Transport {
+                kind: TransportKind::Timeout,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+#[tokio::test]
+async fn malformed_body_is_unexpected() {
+    let emulator = Emulator::start(&[]);
+    emulator
+        .add_faults(json!({"endpoint": "graph", "malformedBody": true, "count": 1}))
+        .await;
+    let err = emulator
+        .client()
+        .get_settings(&contoso())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), reason::UNEXPECTED_RESPONSE);
+    assert_eq!(err.class(), ErrorClass::Transient);
+}
+
+#[tokio::test]
+async fn token_endpoint_outage_is_transient() {
+    let emulator = Emulator::start(&[]);
+    emulator
+        .add_faults(json!({"endpoint": "token", "status": 503, "emptyBody": true, "count": 1}))
+        .await;
+    let client = emulator.client();
+    let err = client.get_settings(&contoso()).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.reason(), reason::TOKEN_ENDPOINT_UNAVAILABLE);
+    client.get_settings(&contoso()).await.unwrap();
+}
+
+#[tokio::test]
+async fn each_request_has_fresh_client_request_id() {
+    let emulator = Emulator::start(&[]);
+    let client = emulator.client();
+    for _ in 0..3 {
+        client.get_settings(&contoso()).await.unwrap();
+    }
+    let log = emulator.requests().await;
+    assert_eq!(log.len(), 4, "{log:?}");
+    let ids: HashSet<String> = log
+        .iter()
+        .map(|entry| {
+            let id = entry["clientRequestId"]
+                .as_str()
+                .expect("client-request-id sent");
+            uuid::Uuid::parse_str(id).expect("client-request-id is a GUID");
+            id.to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), log.len());
+}
+
+/// Writes a test CA and a server certificate for 127.0.0.1 with the
+/// openssl command, and returns the directory, or None without openssl.
+fn make_certificates() -> Option<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("graph-client-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ext = dir.join("leaf.ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let steps = [
+        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
+         -out ca.pem -days 1 -subj /CN=graph-client-test-CA \
+         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign",
+        "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout leaf.key \
+         -out leaf.csr -subj /CN=127.0.0.1",
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem \
+         -days 1 -extfile leaf.ext",
+    ];
+    for args in steps {
+        let status = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match status {
+            Ok(status) if status.success() => {}
+            Ok(status) => panic!("openssl {args:?} failed: {status}"),
+            Err(_) => return None,
+        }
+    }
+    Some(dir)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+#[tokio::test]
+async fn tls_with_extra_root_certificate() {
+    let Some(dir) = make_certificates() else {
+        eprintln!("skipped: the openssl command is not installed");
+        return;
+    };
+    let (cert, key) = (dir.join("leaf.pem"), dir.join("leaf.key"));
+    let emulator = Emulator::start(&["--tls-cert", path_str(&cert), "--tls-key", path_str(&key)]);
+    assert!(
+        emulator.base_url.starts_with("https://"),
+        "{}",
+        emulator.base_url
+    );
+
+    let untrusting = emulator.client();
+    let err = untrusting.get_settings(&contoso()).await.unwrap_err();
+    assert_eq!(err.reason(), reason::NETWORK_ERROR, "{err:?}");
+
+    let mut options = emulator.options();
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    options.add_pem_root_certificates(&ca).unwrap();
+    let client = GraphClient::new(options).unwrap();
+    client.get_settings(&contoso()).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
