@@ -102,7 +102,9 @@ impl Emulator {
     }
 
     async fn token_for(&self, tenant: &str, client_id: &str) -> String {
-        let response = self.request_token(tenant, client_id, SECRET, GRAPH_SCOPE).await;
+        let response = self
+            .request_token(tenant, client_id, SECRET, GRAPH_SCOPE)
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
         body["access_token"].as_str().unwrap().to_owned()
@@ -278,7 +280,11 @@ async fn doc_patch_examples_return_documented_bodies() {
     let emulator = Emulator::start(&[]);
     let token = emulator.token().await;
     let examples = [
-        (json!({"source": "cloud", "allowedRoles": null}), "cloud", json!(null)),
+        (
+            json!({"source": "cloud", "allowedRoles": null}),
+            "cloud",
+            json!(null),
+        ),
         (
             json!({"source": "cloud", "allowedRoles": [GLOBAL_ADMIN]}),
             "cloud",
@@ -320,7 +326,10 @@ async fn get_returns_default_settings() {
     let response = emulator.get_settings(&token).await;
     assert_eq!(response.status(), StatusCode::OK);
     let content_type = header(&response, "content-type");
-    assert!(content_type.starts_with("application/json"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
     let body = json_body(response).await;
     assert_eq!(body["source"], "cloud");
     assert_eq!(body["allowedRoles"], Value::Null);
@@ -518,7 +527,11 @@ async fn other_methods_get_405() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method}"
+        );
     }
 }
 
@@ -673,7 +686,13 @@ async fn wrong_secret_gets_7000215() {
     let response = emulator
         .request_token(TENANT, CLIENT_ID, "wrong-secret", GRAPH_SCOPE)
         .await;
-    assert_aadsts(response, StatusCode::UNAUTHORIZED, "invalid_client", 7000215).await;
+    assert_aadsts(
+        response,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        7000215,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -685,7 +704,13 @@ async fn missing_secret_gets_7000218() {
         ("scope", GRAPH_SCOPE),
     ];
     let response = emulator.token_response(TENANT, &form).await;
-    assert_aadsts(response, StatusCode::UNAUTHORIZED, "invalid_client", 7000218).await;
+    assert_aadsts(
+        response,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        7000218,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -702,13 +727,25 @@ async fn expired_secret_gets_7000222() {
     let response = emulator
         .request_token(TENANT, CLIENT_ID, SECRET, GRAPH_SCOPE)
         .await;
-    assert_aadsts(response, StatusCode::UNAUTHORIZED, "invalid_client", 7000222).await;
+    assert_aadsts(
+        response,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        7000222,
+    )
+    .await;
 
     // A wrong secret is still reported as wrong, not as expired.
     let response = emulator
         .request_token(TENANT, CLIENT_ID, "wrong-secret", GRAPH_SCOPE)
         .await;
-    assert_aadsts(response, StatusCode::UNAUTHORIZED, "invalid_client", 7000215).await;
+    assert_aadsts(
+        response,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        7000215,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1211,7 +1248,10 @@ async fn unset_settings_have_no_properties() {
     let emulator = Emulator::start(&[]);
     let token = emulator.token().await;
     emulator
-        .control_put(&format!("/_emulator/tenants/{TENANT}/settings"), Value::Null)
+        .control_put(
+            &format!("/_emulator/tenants/{TENANT}/settings"),
+            Value::Null,
+        )
         .await;
     let body = json_body(emulator.get_settings(&token).await).await;
     let properties = body.as_object().unwrap();
@@ -1220,7 +1260,10 @@ async fn unset_settings_have_no_properties() {
 
     let null_source = json!({"source": null, "allowedRoles": null});
     emulator
-        .control_put(&format!("/_emulator/tenants/{TENANT}/settings"), null_source)
+        .control_put(
+            &format!("/_emulator/tenants/{TENANT}/settings"),
+            null_source,
+        )
         .await;
     let body = json_body(emulator.get_settings(&token).await).await;
     assert_eq!(body["source"], Value::Null);
@@ -1382,7 +1425,8 @@ async fn serves_https_with_given_certificate() {
         "--tls-key",
         key_path.to_str().unwrap(),
     ];
-    let emulator = Emulator::start_with(&args, reqwest::Client::builder().add_root_certificate(root));
+    let emulator =
+        Emulator::start_with(&args, reqwest::Client::builder().add_root_certificate(root));
     assert!(emulator.base_url.starts_with("https://127.0.0.1:"));
     let token = emulator.token().await;
     let response = emulator.get_settings(&token).await;

@@ -156,9 +156,12 @@ fn desired(source: Source, roles: &[&str]) -> DesiredSettings {
 /// Asserts that neither the Display nor the Debug form of `err` contains
 /// any of `secrets`.
 fn assert_no_secret(err: &GraphError, secrets: &[&str]) {
-    let shown = format!("{err} {err:?}");
+    let rendered = format!("{err} {err:?}");
     for secret in secrets {
-        assert!(!shown.contains(secret), "error shows a secret: {shown}");
+        assert!(
+            !rendered.contains(secret),
+            "error contains a secret: {rendered}"
+        );
     }
 }
 

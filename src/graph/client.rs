@@ -22,8 +22,12 @@ use crate::settings::{DesiredSettings, ObservedSettings};
 
 /// Default time limit of one HTTP request, including reading the body.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest time allowed for opening a connection.
+/// Maximum time for opening a connection.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request header that carries a fresh GUID per request, for support cases.
+const CLIENT_REQUEST_ID: &str = "client-request-id";
+/// Response header with Graph's own id of the request.
+const REQUEST_ID: &str = "request-id";
 /// Path of the settings singleton below the Graph root.
 const SETTINGS_PATH: [&str; 4] = ["beta", "admin", "people", "photoUpdateSettings"];
 
@@ -103,6 +107,13 @@ impl fmt::Debug for GraphClient {
     }
 }
 
+/// A response with its whole body.
+struct Received {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
 /// A Graph response with a success status.
 struct Success {
     body: Vec<u8>,
@@ -110,7 +121,7 @@ struct Success {
     client_request_id: String,
 }
 
-/// What a log line and an error need to know about one Graph request.
+/// Facts about one request that its log line and errors include.
 struct GraphCall<'a> {
     operation: Operation,
     tenant: &'a str,
@@ -244,27 +255,21 @@ impl GraphClient {
             .inner
             .http
             .request(method, url.clone())
-            .bearer_auth(token.access_token.expose())
-            .header("client-request-id", &call.client_request_id)
-            .header(ACCEPT, "application/json");
+            .bearer_auth(token.access_token.expose());
         if let Some(body) = body {
             request = request.json(&body);
         }
+
         self.inner.graph_requests.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let response = request.send().await.map_err(|err| call.transport(err))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|err| call.transport(err))?;
-        call.log(status, &headers, started.elapsed());
-        if status.is_success() {
-            return Ok(Success {
-                body: body.to_vec(),
-                request_id: header(&headers, "request-id"),
-                client_request_id: call.client_request_id,
-            });
+        let received = call.execute(request).await?;
+        if !received.status.is_success() {
+            return Err(call.error(&received));
         }
-        Err(call.error(status, &headers, &body))
+        Ok(Success {
+            request_id: header(&received.headers, REQUEST_ID),
+            client_request_id: call.client_request_id,
+            body: received.body,
+        })
     }
 
     /// Requests a token with the client-credentials grant.
@@ -289,31 +294,37 @@ impl GraphClient {
             client_request_id: uuid::Uuid::new_v4().to_string(),
             cached_token: false,
         };
+        let request = self.inner.http.post(url.clone()).form(&form);
+
         self.inner.token_requests.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let response = self
-            .inner
-            .http
-            .post(url.clone())
-            .header("client-request-id", &call.client_request_id)
-            .header(ACCEPT, "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|err| call.transport(err))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|err| call.transport(err))?;
-        call.log(status, &headers, started.elapsed());
-        if status.is_success() {
-            return parse_token_response(&body)
-                .map_err(|detail| call.unexpected(status, &headers, detail));
+        let received = call.execute(request).await?;
+        if !received.status.is_success() {
+            return Err(call.token_error(&received));
         }
-        Err(call.token_error(status, &headers, &body))
+        parse_token_response(&received.body).map_err(|detail| call.unexpected(&received, detail))
     }
 }
 
 impl GraphCall<'_> {
+    /// Sends `request` with this call's `client-request-id`, reads the whole
+    /// body and logs the response.
+    async fn execute(&self, request: reqwest::RequestBuilder) -> Result<Received, GraphError> {
+        let request = request
+            .header(CLIENT_REQUEST_ID, &self.client_request_id)
+            .header(ACCEPT, "application/json");
+        let started = Instant::now();
+        let response = request.send().await.map_err(|err| self.transport(err))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|err| self.transport(err))?;
+        self.log(status, &headers, started.elapsed());
+        Ok(Received {
+            status,
+            headers,
+            body: body.to_vec(),
+        })
+    }
+
     fn transport(&self, err: reqwest::Error) -> GraphError {
         let kind = if err.is_timeout() {
             TransportKind::Timeout
@@ -342,7 +353,7 @@ impl GraphCall<'_> {
     /// Logs a response: at debug level for success, at info level for an
     /// error status, because the caller logs the resulting error anyway.
     fn log(&self, status: StatusCode, headers: &HeaderMap, elapsed: Duration) {
-        let request_id = header(headers, "request-id");
+        let request_id = header(headers, REQUEST_ID);
         let diagnostic = header(headers, "x-ms-ags-diagnostic");
         let request_id = request_id.as_deref().unwrap_or("");
         let diagnostic = diagnostic.as_deref().unwrap_or("");
@@ -358,21 +369,26 @@ impl GraphCall<'_> {
         }
     }
 
-    fn unexpected(&self, status: StatusCode, headers: &HeaderMap, detail: String) -> GraphError {
+    fn unexpected(&self, received: &Received, detail: String) -> GraphError {
         GraphError::UnexpectedResponse {
             operation: self.operation,
             tenant: self.tenant.to_string(),
-            status: status.as_u16(),
+            status: received.status.as_u16(),
             detail,
-            request_id: header(headers, "request-id"),
+            request_id: header(&received.headers, REQUEST_ID),
             client_request_id: Some(self.client_request_id.clone()),
         }
     }
 
     /// Maps a Graph response with a non-success status to an error.
-    fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> GraphError {
+    fn error(&self, received: &Received) -> GraphError {
+        let Received {
+            status,
+            headers,
+            body,
+        } = received;
         if !(status.is_client_error() || status.is_server_error()) {
-            return self.unexpected(status, headers, format!("unexpected status {status}"));
+            return self.unexpected(received, format!("unexpected status {status}"));
         }
         let odata = parse_odata_error(body);
         GraphError::Graph {
@@ -382,7 +398,7 @@ impl GraphCall<'_> {
             code: odata.code,
             inner_code: odata.inner_code,
             message: odata.message,
-            request_id: header(headers, "request-id").or(odata.request_id),
+            request_id: header(headers, REQUEST_ID).or(odata.request_id),
             client_request_id: self.client_request_id.clone(),
             retry_after: retry_after(headers),
             cached_token: self.cached_token,
@@ -390,9 +406,14 @@ impl GraphCall<'_> {
     }
 
     /// Maps a token endpoint response with a non-success status to an error.
-    fn token_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> GraphError {
+    fn token_error(&self, received: &Received) -> GraphError {
+        let Received {
+            status,
+            headers,
+            body,
+        } = received;
         if !(status.is_client_error() || status.is_server_error()) {
-            return self.unexpected(status, headers, format!("unexpected status {status}"));
+            return self.unexpected(received, format!("unexpected status {status}"));
         }
         let aad = parse_aad_error(body);
         GraphError::Token {

@@ -59,7 +59,7 @@ impl Cloud {
     /// The scope always names the cloud's canonical Graph root, even when
     /// [`EndpointOverrides::graph_endpoint`] sends requests elsewhere: the
     /// override replaces where requests go, not which resource the token is
-    /// for, so an emulator or proxy sees the same scopes as Entra ID would.
+    /// for, so an emulator or proxy receives the same scopes as Entra ID.
     pub fn scope(self) -> String {
         format!("{}/.default", self.graph_root())
     }
@@ -68,7 +68,7 @@ impl Cloud {
 /// Base URLs that requests for one tenant go to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoints {
-    /// Entra ID authority host; the token endpoint is
+    /// Entra ID authority host. The token endpoint is
     /// `{authority}/{tenant}/oauth2/v2.0/token`.
     pub authority: Url,
     /// Microsoft Graph root that `/beta/...` paths are appended to.
@@ -130,7 +130,7 @@ pub struct InvalidEndpoint {
     pub flag: &'static str,
     /// The value as given.
     pub value: String,
-    /// What is wrong and how to fix it.
+    /// Description of the problem and its fix.
     pub problem: String,
 }
 

@@ -1,7 +1,7 @@
 //! Errors of the token endpoint and of Graph, how the operator should retry
 //! each one, and the condition reason shown to users.
 //!
-//! Messages carry the ids that Microsoft support asks for (AADSTS code,
+//! Messages carry the ids that Microsoft support requests (AADSTS code,
 //! trace ID, request-id, client-request-id) and say what to do. They never
 //! contain the client secret or an access token, and they leave out the
 //! token endpoint's `error_description` because it can echo request input.
@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How a caller should retry after an error.
+/// Retry policy for an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
     /// Likely to pass on a later attempt: retry with growing backoff.
@@ -40,13 +40,13 @@ pub mod reason {
     pub const INVALID_SCOPE: &str = "InvalidScope";
     /// Any other rejection by the token endpoint.
     pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
-    /// The token endpoint answered with a server error.
+    /// The token endpoint returned a server error.
     pub const TOKEN_ENDPOINT_UNAVAILABLE: &str = "TokenEndpointUnavailable";
     /// Graph returned 403, or 401 for the application's token.
     pub const PERMISSION_DENIED: &str = "PermissionDenied";
     /// Graph or the token endpoint asked the client to slow down.
     pub const THROTTLED: &str = "Throttled";
-    /// Graph answered with a server error or a request timeout.
+    /// Graph returned a server error or a request timeout.
     pub const GRAPH_UNAVAILABLE: &str = "GraphUnavailable";
     /// The request failed before an HTTP response arrived.
     pub const NETWORK_ERROR: &str = "NetworkError";
@@ -91,7 +91,7 @@ impl fmt::Display for Operation {
     }
 }
 
-/// Why a request got no HTTP response.
+/// Cause of a failure before any HTTP response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportKind {
     Timeout,
@@ -104,7 +104,7 @@ pub enum TransportKind {
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GraphError {
-    /// The token endpoint answered with an error.
+    /// The token endpoint returned an error.
     #[error("token request for tenant {tenant:?} failed: {}", token_message(.codes, .error.as_deref(), *.status, .trace_id.as_deref(), .correlation_id.as_deref()))]
     Token {
         tenant: String,
@@ -118,7 +118,7 @@ pub enum GraphError {
         retry_after: Option<Duration>,
     },
 
-    /// Graph answered with an error status.
+    /// Graph returned an error status.
     #[error("{operation} for tenant {tenant:?} failed: {}", graph_message(self))]
     Graph {
         operation: Operation,

@@ -32,7 +32,7 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
 }
 
 /// Fields of a token endpoint error body. All are optional because a proxy
-/// or gateway may answer with an empty or HTML body.
+/// or gateway may return an empty or HTML body.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub(crate) struct AadError {
@@ -118,7 +118,7 @@ struct SettingsBody {
 }
 
 /// Parses a GET response body. Values are kept verbatim, including enum
-/// members this build does not know; the error is a short description.
+/// members this build does not know. The error is a short description.
 pub(crate) fn parse_settings(body: &[u8]) -> Result<ObservedSettings, String> {
     let parsed: SettingsBody = serde_json::from_slice(body)
         .map_err(|err| format!("the body is not a photoUpdateSettings object ({err})"))?;

@@ -47,7 +47,7 @@ impl fmt::Display for SecretString {
     }
 }
 
-/// Longest time before expiry at which a token is refreshed. Shorter tokens
+/// Maximum time before expiry at which a token is refreshed. Shorter tokens
 /// are refreshed when 10% of their lifetime is left.
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
@@ -215,7 +215,7 @@ fn cache_entry(issued: IssuedToken, requested_at: Instant) -> CachedToken {
     }
 }
 
-/// Removes slots that nobody is using and that hold no fresh token, so keys
+/// Removes slots that no caller holds and that contain no fresh token, so keys
 /// of rotated secrets and removed tenants do not pile up.
 fn prune(slots: &mut HashMap<CacheKey, Arc<tokio::sync::Mutex<Slot>>>) {
     let now = Instant::now();
@@ -420,11 +420,11 @@ mod tests {
             .await
             .unwrap();
         cache.invalidate(&key, &SecretString::new("other")).await;
-        let kept = cache
+        let unchanged = cache
             .get(&key, || async { Ok(issued("two", 3600)) })
             .await
             .unwrap();
-        assert_eq!(kept.access_token.expose(), "one");
+        assert_eq!(unchanged.access_token.expose(), "one");
         cache.invalidate(&key, &SecretString::new("one")).await;
         let fresh = cache
             .get(&key, || async { Ok(issued("two", 3600)) })

@@ -199,8 +199,9 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
             .map_err(|_| format!("invalid port in {text:?}"))?;
         return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     }
-    text.parse()
-        .map_err(|_| format!("invalid address {text:?}: expected IP:PORT, for example 127.0.0.1:8080"))
+    text.parse().map_err(|_| {
+        format!("invalid address {text:?}: expected IP:PORT, for example 127.0.0.1:8080")
+    })
 }
 
 #[cfg(test)]

@@ -118,7 +118,9 @@ impl FaultRule {
         if self.count == Some(0) {
             return Err(FaultRuleError::ZeroCount(index));
         }
-        self.tenant = self.tenant.map(|tenant| crate::tenant_id::normalize(&tenant));
+        self.tenant = self
+            .tenant
+            .map(|tenant| crate::tenant_id::normalize(&tenant));
         Ok(self)
     }
 
@@ -272,9 +274,17 @@ mod tests {
         let posted = rule(json!({"endpoint": "graph", "status": 503, "count": 2}));
         faults.append(vec![posted.validate(0).unwrap()]);
         for _ in 0..2 {
-            assert!(faults.take_match(Endpoint::Graph, None, &Method::GET).is_some());
+            assert!(
+                faults
+                    .take_match(Endpoint::Graph, None, &Method::GET)
+                    .is_some()
+            );
         }
-        assert!(faults.take_match(Endpoint::Graph, None, &Method::GET).is_none());
+        assert!(
+            faults
+                .take_match(Endpoint::Graph, None, &Method::GET)
+                .is_none()
+        );
     }
 
     #[test]
@@ -284,10 +294,26 @@ mod tests {
             "endpoint": "graph", "tenant": "A.com", "method": "patch", "status": 500
         }));
         faults.append(vec![posted.validate(0).unwrap()]);
-        assert!(faults.take_match(Endpoint::Graph, Some("a.com"), &Method::GET).is_none());
-        assert!(faults.take_match(Endpoint::Graph, Some("b.com"), &Method::PATCH).is_none());
-        assert!(faults.take_match(Endpoint::Token, Some("a.com"), &Method::PATCH).is_none());
-        assert!(faults.take_match(Endpoint::Graph, Some("a.com"), &Method::PATCH).is_some());
+        assert!(
+            faults
+                .take_match(Endpoint::Graph, Some("a.com"), &Method::GET)
+                .is_none()
+        );
+        assert!(
+            faults
+                .take_match(Endpoint::Graph, Some("b.com"), &Method::PATCH)
+                .is_none()
+        );
+        assert!(
+            faults
+                .take_match(Endpoint::Token, Some("a.com"), &Method::PATCH)
+                .is_none()
+        );
+        assert!(
+            faults
+                .take_match(Endpoint::Graph, Some("a.com"), &Method::PATCH)
+                .is_some()
+        );
     }
 
     #[test]
@@ -304,7 +330,10 @@ mod tests {
             ),
             (
                 json!({"endpoint": "graph", "status": 700}),
-                FaultRuleError::InvalidStatus { index: 0, status: 700 },
+                FaultRuleError::InvalidStatus {
+                    index: 0,
+                    status: 700,
+                },
             ),
             (
                 json!({"endpoint": "graph", "status": 500, "count": 0}),

@@ -128,7 +128,7 @@ impl Resource<'_> {
     }
 
     fn patch(&self, headers: &HeaderMap, body: &[u8]) -> Response {
-        if let Err(response) = self.require_write() {
+        if let Some(response) = self.write_denied() {
             return response;
         }
         if !has_json_content_type(headers) {
@@ -152,7 +152,7 @@ impl Resource<'_> {
     }
 
     fn delete(&self) -> Response {
-        if let Err(response) = self.require_write() {
+        if let Some(response) = self.write_denied() {
             return response;
         }
         self.emulator
@@ -161,16 +161,17 @@ impl Resource<'_> {
         StatusCode::NO_CONTENT.into_response()
     }
 
-    fn require_write(&self) -> Result<(), Response> {
+    /// Returns the 403 response when the token grants only read access.
+    fn write_denied(&self) -> Option<Response> {
         if self.grant.permission.can_write() {
-            return Ok(());
+            return None;
         }
         let error = GraphError::new(
             StatusCode::FORBIDDEN,
             "Authorization_RequestDenied",
             "Insufficient privileges to complete the operation.",
         );
-        Err(error.into_response(self.context))
+        Some(error.into_response(self.context))
     }
 
     /// Returns the settings with `@odata.context` and `id`, as Graph does.
@@ -179,7 +180,10 @@ impl Resource<'_> {
     /// emulator uses the tenant from the token.
     fn settings_response(&self, settings: &Settings) -> Response {
         let mut body = Map::new();
-        body.insert("@odata.context".into(), Value::from(self.context_url.clone()));
+        body.insert(
+            "@odata.context".into(),
+            Value::from(self.context_url.clone()),
+        );
         body.insert("id".into(), Value::from(self.grant.tenant.clone()));
         for (name, value) in settings {
             body.insert(name.clone(), value.clone());
@@ -215,7 +219,10 @@ fn has_json_content_type(headers: &HeaderMap) -> bool {
 }
 
 fn context_url(emulator: &Emulator, headers: &HeaderMap) -> String {
-    let base = match headers.get(header::HOST).and_then(|host| host.to_str().ok()) {
+    let base = match headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+    {
         Some(host) => format!("{}://{host}", emulator.config.scheme),
         None => emulator.config.base_url.clone(),
     };
@@ -229,15 +236,15 @@ fn unauthorized(error: &BearerError, context: &RequestContext) -> Response {
         error.to_string(),
     );
     let mut response = error.into_response(context);
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer"),
-    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
 }
 
 fn throttled(tenant: &str, retry_after: u64, context: &RequestContext) -> Response {
-    let message = format!("Too many requests for tenant '{tenant}'. Retry after {retry_after} seconds.");
+    let message =
+        format!("Too many requests for tenant '{tenant}'. Retry after {retry_after} seconds.");
     let error = GraphError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message);
     let mut response = error.into_response(context);
     response

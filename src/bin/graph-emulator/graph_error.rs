@@ -7,8 +7,7 @@ use serde_json::{Value, json};
 use crate::context::RequestContext;
 
 /// Content type of Graph's JSON answers.
-pub const ODATA_JSON: &str =
-    "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
+pub const ODATA_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
 /// An error that Graph returns as
 /// `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`.
@@ -69,9 +68,8 @@ pub fn default_code(status: StatusCode) -> &'static str {
 /// Serializes `body` with the given status and content type.
 pub fn json_response(status: StatusCode, body: &Value, content_type: &'static str) -> Response {
     let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

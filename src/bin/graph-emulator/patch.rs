@@ -141,7 +141,10 @@ mod tests {
             json!({"source": "cloud", "allowedRoles": ["a"]}),
             json!({"source": "CLOUD"}),
         );
-        assert_eq!(merged, Ok(json!({"source": "cloud", "allowedRoles": ["a"]})));
+        assert_eq!(
+            merged,
+            Ok(json!({"source": "cloud", "allowedRoles": ["a"]}))
+        );
     }
 
     #[test]
@@ -161,8 +164,14 @@ mod tests {
 
     #[test]
     fn on_premises_accepts_empty_roles() {
-        let merged = patch(json!({}), json!({"source": "onPremises", "allowedRoles": []}));
-        assert_eq!(merged, Ok(json!({"source": "onPremises", "allowedRoles": []})));
+        let merged = patch(
+            json!({}),
+            json!({"source": "onPremises", "allowedRoles": []}),
+        );
+        assert_eq!(
+            merged,
+            Ok(json!({"source": "onPremises", "allowedRoles": []}))
+        );
     }
 
     #[test]

@@ -129,9 +129,17 @@ async fn serve_connection(
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let result = match tls {
-        None => builder.serve_connection(TokioIo::new(stream), service).await,
+        None => {
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+        }
         Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(stream) => builder.serve_connection(TokioIo::new(stream), service).await,
+            Ok(stream) => {
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+            }
             Err(error) => {
                 tracing::warn!(%peer, %error, "TLS handshake failed");
                 return;

@@ -94,5 +94,7 @@ impl Emulator {
 /// Locks a mutex, recovering the data if a handler panicked while holding it:
 /// the state stays usable for later requests.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -116,12 +116,13 @@ fn issue_token(
         .as_deref()
         .ok_or(TokenError::MissingParameter("client_id"))?
         .to_ascii_lowercase();
-    let client = identity
-        .find_client(tenant, &client_id)
-        .ok_or_else(|| TokenError::UnknownClient {
-            client_id: client_id.clone(),
-            tenant: tenant.to_owned(),
-        })?;
+    let client =
+        identity
+            .find_client(tenant, &client_id)
+            .ok_or_else(|| TokenError::UnknownClient {
+                client_id: client_id.clone(),
+                tenant: tenant.to_owned(),
+            })?;
     let secret = form
         .client_secret
         .as_deref()
@@ -199,7 +200,10 @@ fn check_scope(scope: Option<&str>, own_roots: &[String]) -> Result<(), TokenErr
 fn own_base_urls(emulator: &Emulator, headers: &HeaderMap) -> Vec<String> {
     let scheme = emulator.config.scheme;
     let mut roots = vec![emulator.config.base_url.clone()];
-    if let Some(host) = headers.get(header::HOST).and_then(|host| host.to_str().ok()) {
+    if let Some(host) = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+    {
         roots.push(format!("{scheme}://{host}"));
     }
     roots
@@ -211,7 +215,8 @@ mod tests {
 
     #[test]
     fn form_takes_first_value() {
-        let form = TokenForm::parse(b"grant_type=client_credentials&client_id=a&client_id=b&scope=x%2Fy");
+        let form =
+            TokenForm::parse(b"grant_type=client_credentials&client_id=a&client_id=b&scope=x%2Fy");
         assert_eq!(form.grant_type.as_deref(), Some("client_credentials"));
         assert_eq!(form.client_id.as_deref(), Some("a"));
         assert_eq!(form.scope.as_deref(), Some("x/y"));
@@ -224,7 +229,10 @@ mod tests {
             assert_eq!(check_scope(Some(&format!("{root}/.default")), &[]), Ok(()));
         }
         let own = vec!["http://127.0.0.1:9".to_owned()];
-        assert_eq!(check_scope(Some("http://127.0.0.1:9/.default"), &own), Ok(()));
+        assert_eq!(
+            check_scope(Some("http://127.0.0.1:9/.default"), &own),
+            Ok(())
+        );
         let app_id = format!("{GRAPH_APP_ID}/.default");
         assert_eq!(check_scope(Some(&app_id), &[]), Ok(()));
     }

@@ -1,0 +1,294 @@
+//! End-to-end harness: a real API server named by `KUBECONFIG`, the Graph
+//! emulator, and the operator running as a process under its own
+//! ServiceAccount token, restricted to one namespace per test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, PostParams};
+use kube::Client;
+use photo_policy_operator::policy::PhotoUpdatePolicy;
+use serde_json::{Value, json};
+
+use super::emulator::Emulator;
+
+pub const CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
+/// Client secret the emulator accepts; tests also search logs for it.
+pub const SECRET: &str = "e2e-secret-7c1f3b9a";
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Returns false, with the reason on stderr, unless the suite was asked to
+/// run against the cluster in `KUBECONFIG`.
+pub fn enabled(test: &str) -> bool {
+    if std::env::var("PPO_E2E").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!(
+        "skipped {test}: end-to-end tests need a cluster; run `make test` (starts a local \
+         kube-apiserver) or set PPO_E2E=1 with KUBECONFIG pointing at a cluster"
+    );
+    false
+}
+
+/// Runs kubectl with the admin kubeconfig and returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is on PATH (make test puts it there)");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("kubectl reads stdin");
+    }
+    drop(input);
+    let output = child.wait_with_output().expect("kubectl runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Installs the CRD and RBAC from `deploy/` and mints the operator's token
+/// kubeconfig, once per test binary.
+fn install() -> &'static Path {
+    static OPERATOR_KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    OPERATOR_KUBECONFIG.get_or_init(|| {
+        let deploy = format!("{REPO}/deploy");
+        let (ok, _, err) = kubectl(
+            &[
+                "apply",
+                "-f",
+                &format!("{deploy}/namespace.yaml"),
+                "-f",
+                &format!("{deploy}/crd.yaml"),
+                "-f",
+                &format!("{deploy}/rbac.yaml"),
+            ],
+            None,
+        );
+        assert!(ok, "installing deploy/ failed: {err}");
+        let (ok, _, err) = kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/photoupdatepolicies.photopolicy.io",
+                "--timeout=60s",
+            ],
+            None,
+        );
+        assert!(ok, "the CRD was not established: {err}");
+        let dir = std::env::temp_dir().join(format!("ppo-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("operator.kubeconfig");
+        let kubeconfig = std::env::var("KUBECONFIG").expect("KUBECONFIG is set");
+        let status = Command::new("testenv")
+            .args(["token", "--kubeconfig", &kubeconfig])
+            .args(["--namespace", "photo-policy-system"])
+            .args(["--serviceaccount", "photo-policy-operator"])
+            .arg("--out")
+            .arg(&path)
+            .status()
+            .expect("testenv is on PATH (make test puts it there)");
+        assert!(status.success(), "minting the operator's token failed");
+        path
+    })
+}
+
+/// One test's world: its namespace, an emulator, and an operator watching
+/// only that namespace.
+pub struct Harness {
+    pub client: Client,
+    pub namespace: String,
+    pub emulator: Emulator,
+    operator: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl Harness {
+    /// Creates the namespace and starts the emulator and the operator.
+    pub async fn start(test: &str) -> Self {
+        Self::start_with(test, &[]).await
+    }
+
+    /// Like [`Harness::start`], with extra emulator arguments.
+    pub async fn start_with(test: &str, emulator_args: &[&str]) -> Self {
+        let operator_kubeconfig = install();
+        let client = Client::try_default().await.expect("KUBECONFIG works");
+        let namespace = format!("e2e-{test}-{}", rand::random::<u16>());
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let body = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &body)
+            .await
+            .expect("namespace is created");
+        let client_arg = format!("*:{CLIENT_ID}:{SECRET}");
+        let mut args = vec!["--client".to_string(), client_arg];
+        args.extend(emulator_args.iter().map(|a| a.to_string()));
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let emulator = Emulator::start(&arg_refs);
+        let log_path = operator_kubeconfig
+            .with_file_name(format!("{namespace}.log"));
+        let mut harness = Self {
+            client,
+            namespace,
+            emulator,
+            operator: None,
+            log_path,
+        };
+        harness.start_operator();
+        harness
+    }
+
+    /// Starts (or restarts) the operator process.
+    pub fn start_operator(&mut self) {
+        self.stop_operator();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"))
+            .args(["run", "--namespace", &self.namespace])
+            .args(["--authority-host", &self.emulator.url])
+            .args(["--graph-endpoint", &self.emulator.url])
+            .env("KUBECONFIG", install())
+            .env("RUST_LOG", "debug,hyper=info,tower=info,rustls=info,kube=info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the operator starts");
+        self.operator = Some(child);
+    }
+
+    /// Stops the operator process.
+    pub fn stop_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The operator's log so far.
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn policies(&self) -> Api<PhotoUpdatePolicy> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates or replaces a Secret holding `value` under `clientSecret`.
+    pub async fn put_secret(&self, name: &str, value: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "stringData": {"clientSecret": value}
+        }))
+        .unwrap();
+        let params = kube::api::PatchParams::apply("e2e").force();
+        self.secrets()
+            .patch(name, &params, &kube::api::Patch::Apply(&secret_with_type(secret)))
+            .await
+            .expect("Secret is applied");
+    }
+
+    /// Creates a policy from a spec.
+    pub async fn create_policy(&self, name: &str, spec: Value) -> PhotoUpdatePolicy {
+        let policy: PhotoUpdatePolicy = serde_json::from_value(json!({
+            "apiVersion": "photopolicy.io/v1alpha1",
+            "kind": "PhotoUpdatePolicy",
+            "metadata": {"name": name},
+            "spec": spec
+        }))
+        .expect("a valid policy");
+        self.policies()
+            .create(&PostParams::default(), &policy)
+            .await
+            .unwrap_or_else(|e| panic!("creating {name} failed: {e}"))
+    }
+
+    /// Waits until `check` holds for the policy, or panics with its last
+    /// state and the operator's log tail.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&PhotoUpdatePolicy) -> bool,
+    ) -> PhotoUpdatePolicy {
+        let mut last = None;
+        for _ in 0..300 {
+            if let Some(policy) = self.policies().get_opt(name).await.unwrap() {
+                if check(&policy) {
+                    return policy;
+                }
+                last = Some(policy);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = self.operator_log();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!(
+            "{name}: timed out waiting for {what}; last status: {:?}\noperator log tail:\n{}",
+            last.and_then(|p| p.status),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+
+    /// Waits until the policy's condition `type_` has `status` and `reason`
+    /// for its current generation.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> PhotoUpdatePolicy {
+        let what = format!("{type_}={status} ({reason})");
+        self.wait_for(name, &what, |policy| {
+            condition_is(policy, type_, status, reason)
+        })
+        .await
+    }
+}
+
+/// Reports whether the policy's condition matches, for its current
+/// generation.
+pub fn condition_is(policy: &PhotoUpdatePolicy, type_: &str, status: &str, reason: &str) -> bool {
+    let generation = policy.metadata.generation;
+    policy.status.as_ref().is_some_and(|s| {
+        s.observed_generation == generation
+            && s.conditions.iter().any(|c| {
+                c.type_ == type_
+                    && c.status == status
+                    && c.reason == reason
+                    && c.observed_generation == generation
+            })
+    })
+}
+
+fn secret_with_type(secret: Secret) -> Value {
+    let mut value = serde_json::to_value(secret).unwrap();
+    value["apiVersion"] = "v1".into();
+    value["kind"] = "Secret".into();
+    value
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop_operator();
+        // Namespaces never finish deleting without kube-controller-manager,
+        // so each test uses a fresh one and leaves it behind.
+    }
+}

@@ -1,0 +1,405 @@
+//! End to end on a real API server: the operator runs as a process under
+//! the ServiceAccount and ClusterRole from `deploy/`, against the Graph
+//! emulator. Runs only with PPO_E2E=1 (`make test` sets it and starts a
+//! local kube-apiserver); otherwise each test says why it skipped.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{CLIENT_ID, Harness, SECRET, condition_is, enabled, kubectl};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use photo_policy_operator::policy::PhotoUpdatePolicy;
+use serde_json::{Value, json};
+
+const GLOBAL_ADMIN: &str = "62e90394-69f5-4237-9190-012177145e10";
+const USER_ADMIN: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
+
+fn spec(tenant: &str, secret: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "tenantId": tenant,
+        "credentials": {"type": "ClientSecret", "clientId": CLIENT_ID, "secretRef": {"name": secret}},
+        "source": "cloud"
+    });
+    for (key, value) in extra.as_object().expect("extra is an object") {
+        spec[key] = value.clone();
+    }
+    spec
+}
+
+async fn tenant_settings(harness: &Harness, tenant: &str) -> Value {
+    harness
+        .emulator
+        .control_get(&format!("/_emulator/tenants/{tenant}/settings"))
+        .await
+}
+
+async fn stats(harness: &Harness) -> Value {
+    harness.emulator.control_get("/_emulator/stats").await
+}
+
+/// Loads the documented settings from `examples/`.
+fn examples() -> Vec<PhotoUpdatePolicy> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut policies = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap();
+        policies.push(serde_yaml::from_str(&text).unwrap());
+    }
+    policies
+}
+
+#[tokio::test]
+async fn documented_settings_converge() {
+    if !enabled("documented_settings_converge") {
+        return;
+    }
+    let harness = Harness::start("docs").await;
+    let examples = examples();
+    assert_eq!(examples.len(), 5, "one example per documented setting");
+    for example in &examples {
+        let secret = &example.spec.credentials.secret_ref.as_ref().unwrap().name;
+        harness.put_secret(secret, SECRET).await;
+        let name = example.metadata.name.clone().unwrap();
+        let spec = serde_json::to_value(&example.spec).unwrap();
+        harness.create_policy(&name, spec).await;
+    }
+    for example in &examples {
+        let name = example.metadata.name.as_deref().unwrap();
+        let policy = harness
+            .wait_for(name, "Ready=True", |p| {
+                condition_is(p, "Ready", "True", "Applied")
+                    || condition_is(p, "Ready", "True", "InSync")
+            })
+            .await;
+        let status = policy.status.unwrap();
+        assert_eq!(status.observed_generation, policy.metadata.generation);
+        assert!(status.last_sync_time.is_some(), "{name}: lastSyncTime");
+        for condition in &status.conditions {
+            assert_eq!(condition.observed_generation, policy.metadata.generation);
+        }
+        let desired = example.spec.desired().unwrap();
+        let held = tenant_settings(&harness, &example.spec.tenant_id).await;
+        assert_eq!(held["source"], desired.source.as_str(), "{name}: source held");
+        let roles: Vec<String> = held["allowedRoles"]
+            .as_array()
+            .map(|r| r.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        let want: Vec<String> = desired.allowed_roles.iter().cloned().collect();
+        let mut roles_sorted = roles.clone();
+        roles_sorted.sort();
+        assert_eq!(roles_sorted, want, "{name}: roles held");
+        let observed = status.observed.unwrap();
+        assert_eq!(observed.source.as_deref(), Some(desired.source.as_str()));
+    }
+    let (ok, out, err) = kubectl(
+        &["get", "photoupdatepolicies", "-n", &harness.namespace, "-o", "wide"],
+        None,
+    );
+    assert!(ok, "{err}");
+    for column in ["READY", "REASON", "SOURCE", "ROLES", "LAST SYNC", "TENANT", "MESSAGE"] {
+        assert!(out.contains(column), "column {column} missing:\n{out}");
+    }
+    assert!(out.contains("onPremises"), "{out}");
+    assert!(out.contains("GlobalAdministrator,UserAdministrator"), "{out}");
+}
+
+#[tokio::test]
+async fn bad_policies_refused_by_api_server() {
+    if !enabled("bad_policies_refused_by_api_server") {
+        return;
+    }
+    let harness = Harness::start("refused").await;
+    let cases = common::invalid_cases();
+    assert!(cases.len() >= 15);
+    for case in cases {
+        let name = common::slug(&case.case);
+        let manifest = common::manifest(&name, &case.spec);
+        let (ok, _, err) = kubectl(
+            &["apply", "-n", &harness.namespace, "-f", "-"],
+            Some(&manifest.to_string()),
+        );
+        assert!(!ok, "{}: the API server accepted it", case.case);
+        assert!(
+            err.contains(&case.expect),
+            "{}: expected {:?} in the API server's message, got: {err}",
+            case.case,
+            case.expect
+        );
+    }
+}
+
+#[tokio::test]
+async fn tenant_id_is_immutable() {
+    if !enabled("tenant_id_is_immutable") {
+        return;
+    }
+    let harness = Harness::start("immutable").await;
+    harness
+        .create_policy("p", spec("one.onmicrosoft.com", "missing", json!({})))
+        .await;
+    let patch = json!({"spec": {"tenantId": "two.onmicrosoft.com"}});
+    let error = harness
+        .policies()
+        .patch("p", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect_err("changing tenantId must be refused");
+    assert!(error.to_string().contains("tenantId is immutable"), "{error}");
+}
+
+#[tokio::test]
+async fn spec_change_is_written_once() {
+    if !enabled("spec_change_is_written_once") {
+        return;
+    }
+    let harness = Harness::start("update").await;
+    let tenant = "update.onmicrosoft.com";
+    harness.put_secret("creds", SECRET).await;
+    harness
+        .create_policy("p", spec(tenant, "creds", json!({"allowedRoles": [GLOBAL_ADMIN]})))
+        .await;
+    harness.wait_condition("p", "Ready", "True", "Applied").await;
+    let patch = json!({"spec": {"allowedRoles": [GLOBAL_ADMIN, "UserAdministrator"]}});
+    harness
+        .policies()
+        .patch("p", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let policy = harness.wait_condition("p", "Ready", "True", "Applied").await;
+    assert_eq!(policy.status.unwrap().observed_generation, Some(2));
+    let held = tenant_settings(&harness, tenant).await;
+    let mut roles: Vec<&str> = held["allowedRoles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    roles.sort();
+    assert_eq!(roles, vec![GLOBAL_ADMIN, USER_ADMIN]);
+    let counts = &stats(&harness).await["totals"];
+    assert_eq!(counts["patches"], 2, "one write per spec change: {counts}");
+    assert_eq!(counts["tokenRequests"], 1, "the token is cached: {counts}");
+}
+
+#[tokio::test]
+async fn drift_corrected_on_request() {
+    if !enabled("drift_corrected_on_request") {
+        return;
+    }
+    let harness = Harness::start("drift").await;
+    let tenant = "drift.onmicrosoft.com";
+    harness.put_secret("creds", SECRET).await;
+    harness
+        .create_policy("p", spec(tenant, "creds", json!({"allowedRoles": ["GlobalAdministrator"]})))
+        .await;
+    harness.wait_condition("p", "Ready", "True", "Applied").await;
+    harness
+        .emulator
+        .control_put(
+            &format!("/_emulator/tenants/{tenant}/settings"),
+            json!({"source": "cloud", "allowedRoles": null}),
+        )
+        .await;
+    let patch = json!({"metadata": {"annotations": {"photopolicy.io/reconcile-requested-at": "now-1"}}});
+    harness
+        .policies()
+        .patch("p", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let policy = harness
+        .wait_for("p", "the request to be handled", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.as_deref())
+                == Some("now-1")
+        })
+        .await;
+    assert!(condition_is(&policy, "Ready", "True", "Applied"));
+    let held = tenant_settings(&harness, tenant).await;
+    assert_eq!(held["allowedRoles"], json!([GLOBAL_ADMIN]));
+}
+
+#[tokio::test]
+async fn missing_secret_then_created() {
+    if !enabled("missing_secret_then_created") {
+        return;
+    }
+    let harness = Harness::start("nosecret").await;
+    harness
+        .create_policy("p", spec("late.onmicrosoft.com", "late-creds", json!({})))
+        .await;
+    let policy = harness
+        .wait_condition("p", "Stalled", "True", "SecretNotFound")
+        .await;
+    let ready = policy.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Ready");
+    assert!(ready.unwrap().message.contains(&format!("{}/late-creds", harness.namespace)));
+    // The Secret watch triggers a pass at once, long before the 10 minute
+    // retry of a permanent failure.
+    harness.put_secret("late-creds", SECRET).await;
+    harness.wait_condition("p", "Ready", "True", "InSync").await;
+}
+
+#[tokio::test]
+async fn rotated_secret_picked_up() {
+    if !enabled("rotated_secret_picked_up") {
+        return;
+    }
+    let harness = Harness::start("rotate").await;
+    let wrong = "e2e-wrong-secret-41d2";
+    harness.put_secret("creds", wrong).await;
+    harness
+        .create_policy("p", spec("rotate.onmicrosoft.com", "creds", json!({})))
+        .await;
+    harness
+        .wait_condition("p", "Stalled", "True", "InvalidClientSecret")
+        .await;
+    harness.put_secret("creds", SECRET).await;
+    harness.wait_condition("p", "Ready", "True", "InSync").await;
+
+    // Neither value reached the log, the Events or the status.
+    let (ok, events, err) = kubectl(&["get", "events", "-n", &harness.namespace, "-o", "json"], None);
+    assert!(ok, "{err}");
+    let (ok, object, err) = kubectl(
+        &["get", "photoupdatepolicies", "-n", &harness.namespace, "-o", "json"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(events.contains("InvalidClientSecret"), "a Warning Event was published");
+    let log = harness.operator_log();
+    assert!(log.contains("InvalidClientSecret"), "the failure was logged");
+    for (place, text) in [("log", &log), ("events", &events), ("status", &object)] {
+        assert!(!text.contains(wrong), "the rejected secret appears in the {place}");
+        assert!(!text.contains(SECRET), "the secret appears in the {place}");
+        assert!(!text.contains("access_token"), "a token appears in the {place}");
+    }
+}
+
+#[tokio::test]
+async fn observe_mode_never_writes() {
+    if !enabled("observe_mode_never_writes") {
+        return;
+    }
+    let harness = Harness::start("observe").await;
+    harness.put_secret("creds", SECRET).await;
+    harness
+        .create_policy(
+            "p",
+            spec(
+                "observe.onmicrosoft.com",
+                "creds",
+                json!({"source": "onPremises", "managementPolicy": "Observe"}),
+            ),
+        )
+        .await;
+    let policy = harness
+        .wait_condition("p", "Synced", "False", "DriftDetected")
+        .await;
+    assert!(condition_is(&policy, "Ready", "True", "DriftDetected"));
+    let counts = &stats(&harness).await["totals"];
+    assert_eq!(counts["patches"], 0, "{counts}");
+}
+
+#[tokio::test]
+async fn quiet_policy_makes_no_requests() {
+    if !enabled("quiet_policy_makes_no_requests") {
+        return;
+    }
+    let harness = Harness::start("quiet").await;
+    harness.put_secret("creds", SECRET).await;
+    harness
+        .create_policy("p", spec("quiet.onmicrosoft.com", "creds", json!({})))
+        .await;
+    let settled = harness.wait_condition("p", "Ready", "True", "InSync").await;
+    let before = stats(&harness).await["totals"].clone();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = stats(&harness).await["totals"].clone();
+    assert_eq!(before, after, "Graph calls during a quiet period");
+    let now = harness.policies().get("p").await.unwrap();
+    assert_eq!(
+        now.metadata.resource_version, settled.metadata.resource_version,
+        "the status was rewritten during a quiet period"
+    );
+    assert_eq!(after["gets"], 1, "one read for the first pass: {after}");
+    assert_eq!(after["patches"], 0, "{after}");
+}
+
+#[tokio::test]
+async fn deleted_policy_leaves_tenant_alone() {
+    if !enabled("deleted_policy_leaves_tenant_alone") {
+        return;
+    }
+    let harness = Harness::start("delete").await;
+    let tenant = "delete.onmicrosoft.com";
+    harness.put_secret("creds", SECRET).await;
+    harness
+        .create_policy("p", spec(tenant, "creds", json!({"source": "onPremises"})))
+        .await;
+    harness.wait_condition("p", "Ready", "True", "Applied").await;
+    harness
+        .policies()
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(harness.policies().get_opt("p").await.unwrap().is_none());
+    let held = tenant_settings(&harness, tenant).await;
+    assert_eq!(held["source"], "onPremises", "the default deletion policy orphans");
+    assert_eq!(stats(&harness).await["totals"]["deletes"], 0);
+}
+
+#[tokio::test]
+async fn operator_role_refuses_the_rest() {
+    if !enabled("operator_role_refuses_the_rest") {
+        return;
+    }
+    let harness = Harness::start("rbac").await;
+    let operator = "system:serviceaccount:photo-policy-system:photo-policy-operator";
+    let can = |verb: &str, resource: &str| {
+        let (_, out, _) = kubectl(
+            &["auth", "can-i", verb, resource, "-n", &harness.namespace, "--as", operator],
+            None,
+        );
+        out.trim().to_string()
+    };
+    assert_eq!(can("patch", "photoupdatepolicies.photopolicy.io/status"), "yes");
+    assert_eq!(can("watch", "photoupdatepolicies.photopolicy.io"), "yes");
+    assert_eq!(can("get", "secrets"), "yes");
+    assert_eq!(can("create", "events.events.k8s.io"), "yes");
+    for (verb, resource) in [
+        ("update", "photoupdatepolicies.photopolicy.io"),
+        ("patch", "photoupdatepolicies.photopolicy.io"),
+        ("delete", "photoupdatepolicies.photopolicy.io"),
+        ("create", "secrets"),
+        ("update", "secrets"),
+        ("delete", "secrets"),
+        ("create", "pods"),
+        ("get", "configmaps"),
+    ] {
+        assert_eq!(can(verb, resource), "no", "{verb} {resource} must be refused");
+    }
+}
+
+#[tokio::test]
+async fn kubectl_explain_shows_field_docs() {
+    if !enabled("kubectl_explain_shows_field_docs") {
+        return;
+    }
+    let _harness = Harness::start("explain").await;
+    for (field, text) in [
+        ("photoupdatepolicies.spec.allowedRoles", "role template"),
+        ("photoupdatepolicies.spec.source", "onPremises"),
+        ("photoupdatepolicies.spec.syncInterval", "minimum 5m"),
+        ("photoupdatepolicies.status.lastSyncTime", "last read successfully"),
+        ("photoupdatepolicies.status.observed", "as Graph last reported it"),
+    ] {
+        let (ok, out, err) = kubectl(&["explain", field], None);
+        assert!(ok, "kubectl explain {field}: {err}");
+        assert!(out.contains(text), "kubectl explain {field} lacks {text:?}:\n{out}");
+    }
+}
