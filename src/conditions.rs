@@ -95,8 +95,24 @@ mod tests {
 
     #[test]
     fn unchanged_status_keeps_transition_time() {
-        let first = condition(&[], READY, "True", reason::IN_SYNC, "ok", Some(1), &time(10));
-        let second = condition(&[first], READY, "True", reason::APPLIED, "ok", Some(2), &time(20));
+        let first = condition(
+            &[],
+            READY,
+            "True",
+            reason::IN_SYNC,
+            "ok",
+            Some(1),
+            &time(10),
+        );
+        let second = condition(
+            &[first],
+            READY,
+            "True",
+            reason::APPLIED,
+            "ok",
+            Some(2),
+            &time(20),
+        );
         assert_eq!(second.last_transition_time, time(10));
         assert_eq!(second.reason, reason::APPLIED);
         assert_eq!(second.observed_generation, Some(2));
@@ -104,8 +120,24 @@ mod tests {
 
     #[test]
     fn changed_status_moves_transition_time() {
-        let first = condition(&[], READY, "True", reason::IN_SYNC, "ok", Some(1), &time(10));
-        let second = condition(&[first], READY, "False", "Throttled", "", Some(1), &time(20));
+        let first = condition(
+            &[],
+            READY,
+            "True",
+            reason::IN_SYNC,
+            "ok",
+            Some(1),
+            &time(10),
+        );
+        let second = condition(
+            &[first],
+            READY,
+            "False",
+            "Throttled",
+            "",
+            Some(1),
+            &time(20),
+        );
         assert_eq!(second.last_transition_time, time(20));
     }
 

@@ -9,10 +9,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng;
@@ -21,7 +21,9 @@ use tracing::{info, warn};
 use crate::conditions::{self, READY, reason};
 use crate::graph::{Credential, ErrorClass, GraphClient, SecretString, Target};
 use crate::policy::{PhotoUpdatePolicy, PhotoUpdatePolicyStatus, RECONCILE_REQUESTED_AT};
-use crate::reconcile::{self, Failure, Outcome, build_status, converge, describe, describe_desired};
+use crate::reconcile::{
+    self, Failure, Outcome, build_status, converge, describe, describe_desired,
+};
 use crate::settings::DesiredSettings;
 
 /// Field manager name for status writes and the Event reporter.
@@ -413,14 +415,20 @@ impl Context {
     }
 
     fn write_pending(&self, key: &ObjectRef<PhotoUpdatePolicy>, desired: &DesiredSettings) -> bool {
-        let pending = self.pending_writes.lock().expect("pending write lock poisoned");
-        pending.get(key).is_some_and(|(written, at)| {
-            written == desired && at.elapsed() < WRITE_PENDING_WINDOW
-        })
+        let pending = self
+            .pending_writes
+            .lock()
+            .expect("pending write lock poisoned");
+        pending
+            .get(key)
+            .is_some_and(|(written, at)| written == desired && at.elapsed() < WRITE_PENDING_WINDOW)
     }
 
     fn remember_write(&self, key: &ObjectRef<PhotoUpdatePolicy>, desired: DesiredSettings) {
-        let mut pending = self.pending_writes.lock().expect("pending write lock poisoned");
+        let mut pending = self
+            .pending_writes
+            .lock()
+            .expect("pending write lock poisoned");
         pending.insert(key.clone(), (desired, Instant::now()));
     }
 }

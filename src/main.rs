@@ -114,7 +114,10 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
-    info!(namespace = args.namespace.as_deref().unwrap_or("*"), "starting controller");
+    info!(
+        namespace = args.namespace.as_deref().unwrap_or("*"),
+        "starting controller"
+    );
     controller::run(Arc::new(Context::new(client, graph)), args.namespace).await;
     info!("controller stopped");
     Ok(())
@@ -131,8 +134,10 @@ async fn one_shot(args: OneShotArgs, mode: Mode) -> anyhow::Result<u8> {
 }
 
 fn graph_client(args: &GraphArgs) -> anyhow::Result<GraphClient> {
-    let endpoints =
-        EndpointOverrides::parse(args.authority_host.as_deref(), args.graph_endpoint.as_deref())?;
+    let endpoints = EndpointOverrides::parse(
+        args.authority_host.as_deref(),
+        args.graph_endpoint.as_deref(),
+    )?;
     let extra_root_certificates = match &args.extra_ca_file {
         Some(path) => {
             let pem = std::fs::read(path).with_context(|| format!("failed to read {path}"))?;

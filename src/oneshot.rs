@@ -43,7 +43,9 @@ pub enum Error {
     },
     #[error("{path} holds no PhotoUpdatePolicy")]
     Empty { path: String },
-    #[error("AZURE_CLIENT_SECRET is not set or empty: export the application's client secret value")]
+    #[error(
+        "AZURE_CLIENT_SECRET is not set or empty: export the application's client secret value"
+    )]
     MissingSecret,
 }
 
@@ -65,13 +67,12 @@ pub fn load_policies(path: &str) -> Result<Vec<PhotoUpdatePolicy>, Error> {
     let mut policies = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
         let index = index + 1;
-        let value: Value = serde::Deserialize::deserialize(document).map_err(|source| {
-            Error::Parse {
+        let value: Value =
+            serde::Deserialize::deserialize(document).map_err(|source| Error::Parse {
                 path: path.to_string(),
                 index,
                 source,
-            }
-        })?;
+            })?;
         if value.is_null() || !is_policy_document(&value) {
             continue;
         }
@@ -154,7 +155,10 @@ async fn run_one(
 ) -> i32 {
     let name = policy.metadata.name.as_deref().unwrap_or("unnamed");
     let spec = &policy.spec;
-    println!("{name} (tenant {}, cloud {:?}):", spec.tenant_id, spec.cloud);
+    println!(
+        "{name} (tenant {}, cloud {:?}):",
+        spec.tenant_id, spec.cloud
+    );
     if spec.suspend {
         println!("  skipped: spec.suspend is true");
         return EXIT_IN_SYNC;

@@ -27,6 +27,9 @@ pub const MIN_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 
 /// Desired profile photo update settings of one Microsoft 365 tenant, and how
 /// the operator reaches that tenant through Microsoft Graph.
+// Clippy reads the repeated `type_` keys of separate printcolumns as one
+// attribute set twice.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "photopolicy.io",
@@ -49,10 +52,18 @@ pub const MIN_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_sec
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
-    printcolumn(name = "Source", type_ = "string", json_path = ".status.observed.source"),
+    printcolumn(
+        name = "Source",
+        type_ = "string",
+        json_path = ".status.observed.source"
+    ),
     printcolumn(name = "Roles", type_ = "string", json_path = ".status.rolesSummary"),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     printcolumn(
         name = "Tenant",
         type_ = "string",
@@ -314,8 +325,8 @@ pub enum SpecError {
 impl PhotoUpdatePolicySpec {
     /// Returns the normalized setting this spec asks for.
     pub fn desired(&self) -> Result<DesiredSettings, SpecError> {
-        let source =
-            Source::parse(&self.source).ok_or_else(|| SpecError::InvalidSource(self.source.clone()))?;
+        let source = Source::parse(&self.source)
+            .ok_or_else(|| SpecError::InvalidSource(self.source.clone()))?;
         let allowed_roles = self
             .allowed_roles
             .iter()

@@ -342,7 +342,15 @@ fn build_conditions(
     let set = condition_set(outcome);
     let reason = outcome.reason();
     let make = |type_: &str, status: &str| {
-        condition(previous, type_, status, reason, &set.message, generation, now)
+        condition(
+            previous,
+            type_,
+            status,
+            reason,
+            &set.message,
+            generation,
+            now,
+        )
     };
     let mut built = vec![
         make(READY, set.ready),

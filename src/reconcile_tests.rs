@@ -99,7 +99,12 @@ fn status_in_sync_is_ready_and_idle() {
     assert_eq!(status.last_applied_time, None);
     assert_eq!(status.roles_summary.as_deref(), Some("*"));
     for condition in &status.conditions {
-        assert_eq!(condition.observed_generation, Some(3), "{}", condition.type_);
+        assert_eq!(
+            condition.observed_generation,
+            Some(3),
+            "{}",
+            condition.type_
+        );
         assert_eq!(condition.reason, reason::IN_SYNC);
     }
 }
@@ -116,7 +121,11 @@ fn status_applied_sets_applied_time_and_roles() {
     assert_eq!(status.roles_summary.as_deref(), Some("GlobalAdministrator"));
     let ready = find(&status.conditions, READY).unwrap();
     assert_eq!(ready.reason, reason::APPLIED);
-    assert!(ready.message.contains("was source=cloud"), "{}", ready.message);
+    assert!(
+        ready.message.contains("was source=cloud"),
+        "{}",
+        ready.message
+    );
 }
 
 #[test]
@@ -210,7 +219,10 @@ fn status_same_outcome_twice_is_equal_apart_from_sync_time() {
     };
     let first = build_status(None, Some(1), &outcome, &time(10));
     let second = build_status(Some(&first), Some(1), &outcome, &time(20));
-    assert_eq!(first, second, "a repeated failure must not rewrite the status");
+    assert_eq!(
+        first, second,
+        "a repeated failure must not rewrite the status"
+    );
 }
 
 #[test]

@@ -9,9 +9,15 @@ use serde::{Deserialize, Serialize};
 /// Role names accepted in `allowedRoles`, with the Entra role template IDs
 /// they stand for. Graph documents only these three roles for this setting.
 pub const ROLE_NAMES: [(&str, &str); 3] = [
-    ("GlobalAdministrator", "62e90394-69f5-4237-9190-012177145e10"),
+    (
+        "GlobalAdministrator",
+        "62e90394-69f5-4237-9190-012177145e10",
+    ),
     ("UserAdministrator", "fe930be7-5e62-47db-91af-98c3a49a38b1"),
-    ("PeopleAdministrator", "024906de-61e5-49c8-8572-40335f1e0e10"),
+    (
+        "PeopleAdministrator",
+        "024906de-61e5-49c8-8572-40335f1e0e10",
+    ),
 ];
 
 /// Where profile photos are managed, in Graph's canonical spelling.

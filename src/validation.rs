@@ -156,7 +156,10 @@ fn check_enum(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
         push(
             errors,
             path,
-            format!("Unsupported value: {value}: supported values: {}", names.join(", ")),
+            format!(
+                "Unsupported value: {value}: supported values: {}",
+                names.join(", ")
+            ),
         );
     }
 }
@@ -166,12 +169,20 @@ fn check_string(schema: &Value, text: &str, path: &str, errors: &mut Vec<FieldEr
     if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
         && length > max
     {
-        push(errors, path, format!("Too long: may not be more than {max} characters"));
+        push(
+            errors,
+            path,
+            format!("Too long: may not be more than {max} characters"),
+        );
     }
     if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
         && length < min
     {
-        push(errors, path, format!("must be at least {min} characters long"));
+        push(
+            errors,
+            path,
+            format!("must be at least {min} characters long"),
+        );
     }
 }
 
@@ -189,7 +200,11 @@ fn check_array(schema: &Value, items: &[Value], path: &str, errors: &mut Vec<Fie
         let mut seen = HashSet::new();
         for (index, item) in items.iter().enumerate() {
             if !seen.insert(item.to_string()) {
-                push(errors, &format!("{path}[{index}]"), format!("Duplicate value: {item}"));
+                push(
+                    errors,
+                    &format!("{path}[{index}]"),
+                    format!("Duplicate value: {item}"),
+                );
             }
         }
     }

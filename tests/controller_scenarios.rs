@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
+use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use kube::Client;
 use photo_policy_operator::controller::{Context, reconcile_policy};
 use photo_policy_operator::graph::{EndpointOverrides, GraphClient, GraphClientOptions};
 use photo_policy_operator::policy::PhotoUpdatePolicy;
@@ -57,7 +57,11 @@ fn base64_encode(value: &str) -> String {
     let bytes = value.as_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -178,7 +182,10 @@ async fn drifted_tenant_is_written_and_status_applied() {
     let tenant = emulator
         .control_get(&format!("/_emulator/tenants/{TENANT}/settings"))
         .await;
-    assert_eq!(tenant["allowedRoles"], json!(["62e90394-69f5-4237-9190-012177145e10"]));
+    assert_eq!(
+        tenant["allowedRoles"],
+        json!(["62e90394-69f5-4237-9190-012177145e10"])
+    );
 }
 
 #[tokio::test]
@@ -205,7 +212,12 @@ async fn missing_secret_stalls_with_warning_event() {
     .await;
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "SecretNotFound");
-    assert!(event["note"].as_str().unwrap().contains("tenants/contoso-graph"));
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("tenants/contoso-graph")
+    );
     let (_, body) = expect(
         &mut handle,
         Method::PATCH,
@@ -218,9 +230,14 @@ async fn missing_secret_stalls_with_warning_event() {
     assert_eq!(condition(status, "Stalled")["status"], "True");
     assert_eq!(condition(status, "Stalled")["reason"], "SecretNotFound");
     assert_eq!(condition(status, "Ready")["status"], "False");
-    pass.await.unwrap().expect("a failed sync is reported, not an error");
+    pass.await
+        .unwrap()
+        .expect("a failed sync is reported, not an error");
     let stats = emulator.control_get("/_emulator/stats").await;
-    assert_eq!(stats["totals"]["tokenRequests"], 0, "no Graph call without a secret");
+    assert_eq!(
+        stats["totals"]["tokenRequests"], 0,
+        "no Graph call without a secret"
+    );
 }
 
 #[tokio::test]
@@ -304,7 +321,10 @@ async fn wrong_secret_never_reaches_status_or_event() {
     .await;
     pass.await.unwrap().unwrap();
     assert_eq!(event["reason"], "InvalidClientSecret");
-    assert_eq!(condition(&body["status"], "Stalled")["reason"], "InvalidClientSecret");
+    assert_eq!(
+        condition(&body["status"], "Stalled")["reason"],
+        "InvalidClientSecret"
+    );
     for text in [event.to_string(), body.to_string()] {
         assert!(!text.contains(wrong), "the secret leaked: {text}");
         assert!(!text.contains(SECRET), "the secret leaked: {text}");

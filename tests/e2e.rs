@@ -86,7 +86,11 @@ async fn documented_settings_converge() {
         }
         let desired = example.spec.desired().unwrap();
         let held = tenant_settings(&harness, &example.spec.tenant_id).await;
-        assert_eq!(held["source"], desired.source.as_str(), "{name}: source held");
+        assert_eq!(
+            held["source"],
+            desired.source.as_str(),
+            "{name}: source held"
+        );
         let roles: Vec<String> = held["allowedRoles"]
             .as_array()
             .map(|r| r.iter().map(|v| v.as_str().unwrap().to_string()).collect())
@@ -99,15 +103,33 @@ async fn documented_settings_converge() {
         assert_eq!(observed.source.as_deref(), Some(desired.source.as_str()));
     }
     let (ok, out, err) = kubectl(
-        &["get", "photoupdatepolicies", "-n", &harness.namespace, "-o", "wide"],
+        &[
+            "get",
+            "photoupdatepolicies",
+            "-n",
+            &harness.namespace,
+            "-o",
+            "wide",
+        ],
         None,
     );
     assert!(ok, "{err}");
-    for column in ["READY", "REASON", "SOURCE", "ROLES", "LAST SYNC", "TENANT", "MESSAGE"] {
+    for column in [
+        "READY",
+        "REASON",
+        "SOURCE",
+        "ROLES",
+        "LAST SYNC",
+        "TENANT",
+        "MESSAGE",
+    ] {
         assert!(out.contains(column), "column {column} missing:\n{out}");
     }
     assert!(out.contains("onPremises"), "{out}");
-    assert!(out.contains("GlobalAdministrator,UserAdministrator"), "{out}");
+    assert!(
+        out.contains("GlobalAdministrator,UserAdministrator"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -150,7 +172,10 @@ async fn tenant_id_is_immutable() {
         .patch("p", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect_err("changing tenantId must be refused");
-    assert!(error.to_string().contains("tenantId is immutable"), "{error}");
+    assert!(
+        error.to_string().contains("tenantId is immutable"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -162,16 +187,23 @@ async fn spec_change_is_written_once() {
     let tenant = "update.onmicrosoft.com";
     harness.put_secret("creds", SECRET).await;
     harness
-        .create_policy("p", spec(tenant, "creds", json!({"allowedRoles": [GLOBAL_ADMIN]})))
+        .create_policy(
+            "p",
+            spec(tenant, "creds", json!({"allowedRoles": [GLOBAL_ADMIN]})),
+        )
         .await;
-    harness.wait_condition("p", "Ready", "True", "Applied").await;
+    harness
+        .wait_condition("p", "Ready", "True", "Applied")
+        .await;
     let patch = json!({"spec": {"allowedRoles": [GLOBAL_ADMIN, "UserAdministrator"]}});
     harness
         .policies()
         .patch("p", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let policy = harness.wait_condition("p", "Ready", "True", "Applied").await;
+    let policy = harness
+        .wait_condition("p", "Ready", "True", "Applied")
+        .await;
     assert_eq!(policy.status.unwrap().observed_generation, Some(2));
     let held = tenant_settings(&harness, tenant).await;
     let mut roles: Vec<&str> = held["allowedRoles"]
@@ -196,9 +228,18 @@ async fn drift_corrected_on_request() {
     let tenant = "drift.onmicrosoft.com";
     harness.put_secret("creds", SECRET).await;
     harness
-        .create_policy("p", spec(tenant, "creds", json!({"allowedRoles": ["GlobalAdministrator"]})))
+        .create_policy(
+            "p",
+            spec(
+                tenant,
+                "creds",
+                json!({"allowedRoles": ["GlobalAdministrator"]}),
+            ),
+        )
         .await;
-    harness.wait_condition("p", "Ready", "True", "Applied").await;
+    harness
+        .wait_condition("p", "Ready", "True", "Applied")
+        .await;
     harness
         .emulator
         .control_put(
@@ -206,7 +247,8 @@ async fn drift_corrected_on_request() {
             json!({"source": "cloud", "allowedRoles": null}),
         )
         .await;
-    let patch = json!({"metadata": {"annotations": {"photopolicy.io/reconcile-requested-at": "now-1"}}});
+    let patch =
+        json!({"metadata": {"annotations": {"photopolicy.io/reconcile-requested-at": "now-1"}}});
     harness
         .policies()
         .patch("p", &PatchParams::default(), &Patch::Merge(&patch))
@@ -237,8 +279,19 @@ async fn missing_secret_then_created() {
     let policy = harness
         .wait_condition("p", "Stalled", "True", "SecretNotFound")
         .await;
-    let ready = policy.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Ready");
-    assert!(ready.unwrap().message.contains(&format!("{}/late-creds", harness.namespace)));
+    let ready = policy
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready");
+    assert!(
+        ready
+            .unwrap()
+            .message
+            .contains(&format!("{}/late-creds", harness.namespace))
+    );
     // The Secret watch triggers a pass at once, long before the 10 minute
     // retry of a permanent failure.
     harness.put_secret("late-creds", SECRET).await;
@@ -263,20 +316,42 @@ async fn rotated_secret_picked_up() {
     harness.wait_condition("p", "Ready", "True", "InSync").await;
 
     // Neither value reached the log, the Events or the status.
-    let (ok, events, err) = kubectl(&["get", "events", "-n", &harness.namespace, "-o", "json"], None);
-    assert!(ok, "{err}");
-    let (ok, object, err) = kubectl(
-        &["get", "photoupdatepolicies", "-n", &harness.namespace, "-o", "json"],
+    let (ok, events, err) = kubectl(
+        &["get", "events", "-n", &harness.namespace, "-o", "json"],
         None,
     );
     assert!(ok, "{err}");
-    assert!(events.contains("InvalidClientSecret"), "a Warning Event was published");
+    let (ok, object, err) = kubectl(
+        &[
+            "get",
+            "photoupdatepolicies",
+            "-n",
+            &harness.namespace,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        events.contains("InvalidClientSecret"),
+        "a Warning Event was published"
+    );
     let log = harness.operator_log();
-    assert!(log.contains("InvalidClientSecret"), "the failure was logged");
+    assert!(
+        log.contains("InvalidClientSecret"),
+        "the failure was logged"
+    );
     for (place, text) in [("log", &log), ("events", &events), ("status", &object)] {
-        assert!(!text.contains(wrong), "the rejected secret appears in the {place}");
+        assert!(
+            !text.contains(wrong),
+            "the rejected secret appears in the {place}"
+        );
         assert!(!text.contains(SECRET), "the secret appears in the {place}");
-        assert!(!text.contains("access_token"), "a token appears in the {place}");
+        assert!(
+            !text.contains("access_token"),
+            "a token appears in the {place}"
+        );
     }
 }
 
@@ -340,7 +415,9 @@ async fn deleted_policy_leaves_tenant_alone() {
     harness
         .create_policy("p", spec(tenant, "creds", json!({"source": "onPremises"})))
         .await;
-    harness.wait_condition("p", "Ready", "True", "Applied").await;
+    harness
+        .wait_condition("p", "Ready", "True", "Applied")
+        .await;
     harness
         .policies()
         .delete("p", &DeleteParams::default())
@@ -349,7 +426,10 @@ async fn deleted_policy_leaves_tenant_alone() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(harness.policies().get_opt("p").await.unwrap().is_none());
     let held = tenant_settings(&harness, tenant).await;
-    assert_eq!(held["source"], "onPremises", "the default deletion policy orphans");
+    assert_eq!(
+        held["source"], "onPremises",
+        "the default deletion policy orphans"
+    );
     assert_eq!(stats(&harness).await["totals"]["deletes"], 0);
 }
 
@@ -362,12 +442,24 @@ async fn operator_role_refuses_the_rest() {
     let operator = "system:serviceaccount:photo-policy-system:photo-policy-operator";
     let can = |verb: &str, resource: &str| {
         let (_, out, _) = kubectl(
-            &["auth", "can-i", verb, resource, "-n", &harness.namespace, "--as", operator],
+            &[
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "-n",
+                &harness.namespace,
+                "--as",
+                operator,
+            ],
             None,
         );
         out.trim().to_string()
     };
-    assert_eq!(can("patch", "photoupdatepolicies.photopolicy.io/status"), "yes");
+    assert_eq!(
+        can("patch", "photoupdatepolicies.photopolicy.io/status"),
+        "yes"
+    );
     assert_eq!(can("watch", "photoupdatepolicies.photopolicy.io"), "yes");
     assert_eq!(can("get", "secrets"), "yes");
     assert_eq!(can("create", "events.events.k8s.io"), "yes");
@@ -381,7 +473,11 @@ async fn operator_role_refuses_the_rest() {
         ("create", "pods"),
         ("get", "configmaps"),
     ] {
-        assert_eq!(can(verb, resource), "no", "{verb} {resource} must be refused");
+        assert_eq!(
+            can(verb, resource),
+            "no",
+            "{verb} {resource} must be refused"
+        );
     }
 }
 
@@ -395,11 +491,20 @@ async fn kubectl_explain_shows_field_docs() {
         ("photoupdatepolicies.spec.allowedRoles", "role template"),
         ("photoupdatepolicies.spec.source", "onPremises"),
         ("photoupdatepolicies.spec.syncInterval", "minimum 5m"),
-        ("photoupdatepolicies.status.lastSyncTime", "last read successfully"),
-        ("photoupdatepolicies.status.observed", "as Graph last reported it"),
+        (
+            "photoupdatepolicies.status.lastSyncTime",
+            "last read successfully",
+        ),
+        (
+            "photoupdatepolicies.status.observed",
+            "as Graph last reported it",
+        ),
     ] {
         let (ok, out, err) = kubectl(&["explain", field], None);
         assert!(ok, "kubectl explain {field}: {err}");
-        assert!(out.contains(text), "kubectl explain {field} lacks {text:?}:\n{out}");
+        assert!(
+            out.contains(text),
+            "kubectl explain {field} lacks {text:?}:\n{out}"
+        );
     }
 }

@@ -8,7 +8,11 @@ use photo_policy_operator::validation::validate;
 #[test]
 fn invalid_policies_rejected_offline() {
     let cases = common::invalid_cases();
-    assert!(cases.len() >= 15, "the fixture list shrank to {}", cases.len());
+    assert!(
+        cases.len() >= 15,
+        "the fixture list shrank to {}",
+        cases.len()
+    );
     for case in cases {
         let manifest = common::manifest(&common::slug(&case.case), &case.spec);
         let errors = validate(&manifest).expect_err(&case.case);
@@ -47,7 +51,10 @@ fn examples_are_valid() {
             seen += 1;
         }
     }
-    assert!(seen >= 5, "expected the five documented settings, found {seen}");
+    assert!(
+        seen >= 5,
+        "expected the five documented settings, found {seen}"
+    );
 }
 
 #[test]

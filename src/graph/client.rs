@@ -116,6 +116,7 @@ struct Received {
 
 /// A Graph response with a success status.
 struct Success {
+    status: StatusCode,
     body: Vec<u8>,
     request_id: Option<String>,
     client_request_id: String,
@@ -178,7 +179,7 @@ impl GraphClient {
         parse_settings(&success.body).map_err(|detail| GraphError::UnexpectedResponse {
             operation: Operation::GetSettings,
             tenant: target.tenant_id.clone(),
-            status: StatusCode::OK.as_u16(),
+            status: success.status.as_u16(),
             detail,
             request_id: success.request_id,
             client_request_id: Some(success.client_request_id),
@@ -266,6 +267,7 @@ impl GraphClient {
             return Err(call.error(&received));
         }
         Ok(Success {
+            status: received.status,
             request_id: header(&received.headers, REQUEST_ID),
             client_request_id: call.client_request_id,
             body: received.body,
@@ -358,14 +360,29 @@ impl GraphCall<'_> {
         let request_id = request_id.as_deref().unwrap_or("");
         let diagnostic = diagnostic.as_deref().unwrap_or("");
         let elapsed_ms = elapsed.as_millis() as u64;
-        if status.is_success() {
-            tracing::debug!(operation = %self.operation, tenant = %self.tenant, status = status.as_u16(),
-                client_request_id = %self.client_request_id, request_id, ags_diagnostic = diagnostic,
-                elapsed_ms, "request completed");
+        let status = status.as_u16();
+        if (200..300).contains(&status) {
+            tracing::debug!(
+                operation = %self.operation,
+                tenant = %self.tenant,
+                status,
+                client_request_id = %self.client_request_id,
+                request_id,
+                ags_diagnostic = diagnostic,
+                elapsed_ms,
+                "request completed"
+            );
         } else {
-            tracing::info!(operation = %self.operation, tenant = %self.tenant, status = status.as_u16(),
-                client_request_id = %self.client_request_id, request_id, ags_diagnostic = diagnostic,
-                elapsed_ms, "request returned an error status");
+            tracing::info!(
+                operation = %self.operation,
+                tenant = %self.tenant,
+                status,
+                client_request_id = %self.client_request_id,
+                request_id,
+                ags_diagnostic = diagnostic,
+                elapsed_ms,
+                "request returned an error status"
+            );
         }
     }
 
@@ -499,10 +516,11 @@ mod tests {
             Source::OnPremises,
             &["FE930BE7-5E62-47DB-91AF-98C3A49A38B1"],
         ));
-        assert_eq!(
-            body,
-            json!({"source": "onPremises", "allowedRoles": ["fe930be7-5e62-47db-91af-98c3a49a38b1"]})
-        );
+        let expected = json!({
+            "source": "onPremises",
+            "allowedRoles": ["fe930be7-5e62-47db-91af-98c3a49a38b1"],
+        });
+        assert_eq!(body, expected);
     }
 
     #[test]

@@ -152,6 +152,9 @@ fn parse_override(flag: &'static str, value: Option<&str>) -> Result<Option<Url>
     Ok(Some(url))
 }
 
+const PLAIN_HTTP_PROBLEM: &str =
+    "plain http is accepted only for loopback hosts (127.0.0.0/8, ::1, localhost); use https";
+
 /// Checks the scheme, host and parts of an override URL, and returns the
 /// problem as a message.
 fn check_endpoint_url(url: &Url) -> Result<(), String> {
@@ -161,12 +164,7 @@ fn check_endpoint_url(url: &Url) -> Result<(), String> {
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&host) => {}
-        "http" => {
-            return Err(
-                "plain http is accepted only for loopback hosts (127.0.0.0/8, ::1, localhost); use https"
-                    .to_string(),
-            );
-        }
+        "http" => return Err(PLAIN_HTTP_PROBLEM.to_string()),
         other => return Err(format!("unsupported scheme {other:?}; use https")),
     }
     if !url.username().is_empty() || url.password().is_some() {

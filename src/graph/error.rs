@@ -105,7 +105,7 @@ pub enum TransportKind {
 #[non_exhaustive]
 pub enum GraphError {
     /// The token endpoint returned an error.
-    #[error("token request for tenant {tenant:?} failed: {}", token_message(.codes, .error.as_deref(), *.status, .trace_id.as_deref(), .correlation_id.as_deref()))]
+    #[error("token request for tenant {tenant:?} failed: {}", token_message(self))]
     Token {
         tenant: String,
         status: u16,
@@ -136,13 +136,16 @@ pub enum GraphError {
         client_request_id: String,
         retry_after: Option<Duration>,
         /// Whether the access token came from the cache, issued before this
-        /// request began. A 401 for such a token is retried once with a new
-        /// one.
+        /// request began. A 401 for such a token is transient, because the
+        /// client drops the token and the next attempt requests a new one.
         cached_token: bool,
     },
 
     /// No HTTP response arrived.
-    #[error("{operation} for tenant {tenant:?} failed: {}", transport_message(*.kind, .host, .client_request_id.as_deref()))]
+    #[error(
+        "{operation} for tenant {tenant:?} failed: {}",
+        transport_message(*.kind, .host, .client_request_id.as_deref())
+    )]
     Transport {
         operation: Operation,
         tenant: String,
@@ -155,7 +158,11 @@ pub enum GraphError {
 
     /// A response that the client cannot use, such as a success status
     /// with a body that is not the expected JSON.
-    #[error("unexpected response to {operation} for tenant {tenant:?} ({}): {detail}; check that the endpoint is Microsoft Entra ID or Microsoft Graph and not a proxy page", ids(Some(*.status), None, .request_id.as_deref(), .client_request_id.as_deref()))]
+    #[error(
+        "unexpected response to {operation} for tenant {tenant:?} ({}): {detail}; check that \
+         the endpoint is Microsoft Entra ID or Microsoft Graph and not a proxy page",
+        ids(Some(*.status), None, .request_id.as_deref(), .client_request_id.as_deref())
+    )]
     UnexpectedResponse {
         operation: Operation,
         tenant: String,
@@ -357,14 +364,20 @@ fn token_verdict(
     )
 }
 
-fn token_message(
-    codes: &[u32],
-    error: Option<&str>,
-    status: u16,
-    trace_id: Option<&str>,
-    correlation_id: Option<&str>,
-) -> String {
-    let found = token_verdict(codes, error, status, None);
+/// Builds the part of a token error message after "failed: ".
+fn token_message(error: &GraphError) -> String {
+    let GraphError::Token {
+        status,
+        error,
+        codes,
+        trace_id,
+        correlation_id,
+        ..
+    } = error
+    else {
+        return String::new();
+    };
+    let found = token_verdict(codes, error.as_deref(), *status, None);
     let mut parts: Vec<String> = codes.iter().map(|code| format!("AADSTS{code}")).collect();
     parts.push(format!("HTTP {status}"));
     if let Some(error) = error {

@@ -158,10 +158,16 @@ pub(crate) fn parse_token_response(body: &[u8]) -> Result<IssuedToken, String> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
+    }
+
+    fn bytes(value: &Value) -> Vec<u8> {
+        serde_json::to_vec(value).unwrap()
     }
 
     #[test]
@@ -195,8 +201,16 @@ mod tests {
 
     #[test]
     fn aad_error_body() {
-        let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215],"timestamp":"2024-01-01 00:00:00Z","trace_id":"t-1","correlation_id":"c-1","error_uri":"https://login.microsoftonline.com/error?code=7000215"}"#;
-        let parsed = parse_aad_error(body);
+        let body = json!({
+            "error": "invalid_client",
+            "error_description": "AADSTS7000215: Invalid client secret provided.",
+            "error_codes": [7000215],
+            "timestamp": "2024-01-01 00:00:00Z",
+            "trace_id": "t-1",
+            "correlation_id": "c-1",
+            "error_uri": "https://login.microsoftonline.com/error?code=7000215",
+        });
+        let parsed = parse_aad_error(&bytes(&body));
         assert_eq!(parsed.error.as_deref(), Some("invalid_client"));
         assert_eq!(parsed.codes, vec![7000215]);
         assert_eq!(parsed.trace_id.as_deref(), Some("t-1"));
@@ -217,8 +231,18 @@ mod tests {
 
     #[test]
     fn odata_error_with_nested_codes() {
-        let body = br#"{"error":{"code":"Authorization_RequestDenied","message":"Insufficient privileges\r\nto complete the operation.","innerError":{"code":"AccessDenied","date":"2024-01-01T00:00:00","request-id":"r-1","client-request-id":"c-1","innerError":{"code":"MissingRole"}}}}"#;
-        let parsed = parse_odata_error(body);
+        let body = json!({"error": {
+            "code": "Authorization_RequestDenied",
+            "message": "Insufficient privileges\r\nto complete the operation.",
+            "innerError": {
+                "code": "AccessDenied",
+                "date": "2024-01-01T00:00:00",
+                "request-id": "r-1",
+                "client-request-id": "c-1",
+                "innerError": {"code": "MissingRole"},
+            },
+        }});
+        let parsed = parse_odata_error(&bytes(&body));
         assert_eq!(parsed.code.as_deref(), Some("Authorization_RequestDenied"));
         assert_eq!(parsed.inner_code.as_deref(), Some("MissingRole"));
         assert_eq!(
@@ -251,8 +275,14 @@ mod tests {
 
     #[test]
     fn settings_with_annotations_and_extras() {
-        let body = br#"{"@odata.context":"https://graph.microsoft.com/beta/$metadata#admin/people/photoUpdateSettings/$entity","id":"x","source":"cloud","allowedRoles":["62e90394-69f5-4237-9190-012177145e10"],"somethingNew":{"a":1}}"#;
-        let parsed = parse_settings(body).unwrap();
+        let body = json!({
+            "@odata.context": "https://graph.microsoft.com/beta/$metadata#admin/people/photoUpdateSettings/$entity",
+            "id": "x",
+            "source": "cloud",
+            "allowedRoles": ["62e90394-69f5-4237-9190-012177145e10"],
+            "somethingNew": {"a": 1},
+        });
+        let parsed = parse_settings(&bytes(&body)).unwrap();
         assert_eq!(parsed.source.as_deref(), Some("cloud"));
         assert_eq!(
             parsed.allowed_roles,
@@ -270,9 +300,11 @@ mod tests {
 
     #[test]
     fn settings_unknown_values_kept_verbatim() {
-        let parsed =
-            parse_settings(br#"{"source":"unknownFutureValue","allowedRoles":[" fe930be7-5e62-47db-91af-98c3a49a38b1"]}"#)
-                .unwrap();
+        let body = json!({
+            "source": "unknownFutureValue",
+            "allowedRoles": [" fe930be7-5e62-47db-91af-98c3a49a38b1"],
+        });
+        let parsed = parse_settings(&bytes(&body)).unwrap();
         assert_eq!(parsed.source.as_deref(), Some("unknownFutureValue"));
         assert_eq!(
             parsed.allowed_roles,
@@ -289,9 +321,13 @@ mod tests {
 
     #[test]
     fn token_response_forms() {
-        let parsed =
-            parse_token_response(br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"abc"}"#)
-                .unwrap();
+        let body = json!({
+            "token_type": "Bearer",
+            "expires_in": 3599,
+            "ext_expires_in": 3599,
+            "access_token": "abc",
+        });
+        let parsed = parse_token_response(&bytes(&body)).unwrap();
         assert_eq!(parsed.access_token.expose(), "abc");
         assert_eq!(parsed.lifetime, Duration::from_secs(3599));
         let parsed = parse_token_response(br#"{"expires_in":"60","access_token":"x"}"#).unwrap();

@@ -151,18 +151,20 @@ impl TokenCache {
             }
             Err(error) => {
                 slot.failure = Some((Instant::now(), error.clone()));
-                match slot
+                let unexpired = slot
                     .token
                     .as_ref()
-                    .filter(|t| t.expires_at > Instant::now())
-                {
-                    Some(token) => {
-                        tracing::warn!(tenant = %key.tenant, client_id = %key.client_id, error = %error,
-                            "token refresh failed, using the cached token until it expires");
-                        Ok(hand_out(token, started))
-                    }
-                    None => Err(error),
-                }
+                    .filter(|t| t.expires_at > Instant::now());
+                let Some(token) = unexpired else {
+                    return Err(error);
+                };
+                tracing::warn!(
+                    tenant = %key.tenant,
+                    client_id = %key.client_id,
+                    error = %error,
+                    "token refresh failed, using the cached token until it expires"
+                );
+                Ok(hand_out(token, started))
             }
         }
     }

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use photo_policy_operator::policy::PhotoUpdatePolicy;
 use serde_json::{Value, json};
 
@@ -46,7 +46,9 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         .expect("kubectl is on PATH (make test puts it there)");
     let mut input = child.stdin.take().expect("stdin is piped");
     if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("kubectl reads stdin");
+        input
+            .write_all(text.as_bytes())
+            .expect("kubectl reads stdin");
     }
     drop(input);
     let output = child.wait_with_output().expect("kubectl runs");
@@ -135,8 +137,7 @@ impl Harness {
         args.extend(emulator_args.iter().map(|a| a.to_string()));
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let emulator = Emulator::start(&arg_refs);
-        let log_path = operator_kubeconfig
-            .with_file_name(format!("{namespace}.log"));
+        let log_path = operator_kubeconfig.with_file_name(format!("{namespace}.log"));
         let mut harness = Self {
             client,
             namespace,
@@ -161,7 +162,10 @@ impl Harness {
             .args(["--authority-host", &self.emulator.url])
             .args(["--graph-endpoint", &self.emulator.url])
             .env("KUBECONFIG", install())
-            .env("RUST_LOG", "debug,hyper=info,tower=info,rustls=info,kube=info")
+            .env(
+                "RUST_LOG",
+                "debug,hyper=info,tower=info,rustls=info,kube=info",
+            )
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -199,7 +203,11 @@ impl Harness {
         .unwrap();
         let params = kube::api::PatchParams::apply("e2e").force();
         self.secrets()
-            .patch(name, &params, &kube::api::Patch::Apply(&secret_with_type(secret)))
+            .patch(
+                name,
+                &params,
+                &kube::api::Patch::Apply(&secret_with_type(secret)),
+            )
             .await
             .expect("Secret is applied");
     }

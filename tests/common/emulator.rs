@@ -53,7 +53,11 @@ impl Emulator {
             .send()
             .await
             .expect("control API answers");
-        assert!(response.status().is_success(), "PUT {path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "PUT {path}: {}",
+            response.status()
+        );
     }
 
     /// POSTs JSON to a control-API path.
@@ -64,7 +68,11 @@ impl Emulator {
             .send()
             .await
             .expect("control API answers");
-        assert!(response.status().is_success(), "POST {path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "POST {path}: {}",
+            response.status()
+        );
     }
 }
 

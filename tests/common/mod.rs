@@ -16,7 +16,10 @@ pub struct InvalidCase {
 
 /// Loads the shared list of policies the API server must reject.
 pub fn invalid_cases() -> Vec<InvalidCase> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/invalid-policies.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/invalid-policies.yaml"
+    );
     let text = std::fs::read_to_string(path).expect("fixture file is readable");
     serde_yaml::from_str(&text).expect("fixture file is valid YAML")
 }

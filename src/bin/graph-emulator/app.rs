@@ -14,8 +14,8 @@ use crate::journal::Observation;
 use crate::state::Emulator;
 use crate::{control, graph, token};
 
-/// Value of the `x-ms-ags-diagnostic` header, which Graph uses to name the
-/// server that answered.
+/// Value of the `x-ms-ags-diagnostic` header, in which Graph identifies the
+/// server that handled the request.
 const AGS_DIAGNOSTIC: &str = r#"{"ServerInfo":{"DataCenter":"Local","Slice":"E","Ring":"0","ScaleUnit":"000","RoleInstance":"graph-emulator"}}"#;
 
 /// Builds the router of all routes.

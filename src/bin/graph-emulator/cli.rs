@@ -55,7 +55,9 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 3599)]
     pub token_lifetime: u64,
 
-    /// Maximum token requests per client in 60 seconds; more get AADSTS50196.
+    /// Maximum valid token requests per client in 60 seconds; more get
+    /// AADSTS50196. Rejected requests count too, so a client that keeps
+    /// retrying stays blocked until it pauses.
     #[arg(long, value_name = "N", default_value_t = 60)]
     pub max_token_requests_per_minute: u32,
 

@@ -48,8 +48,8 @@ impl RequestContext {
     }
 }
 
-/// What a handler learned about a request, attached to the response so that
-/// the middleware can log it and count it.
+/// Facts about a request that only the handler can determine, attached to the
+/// response so that the middleware can log and count the request.
 #[derive(Clone, Debug, Default)]
 pub struct RequestFacts {
     /// None for paths that match neither emulated service.

@@ -21,7 +21,7 @@ use crate::tenants::{Settings, TenantOptions};
 
 type AppState = State<Arc<Emulator>>;
 
-/// A control request that cannot be carried out, answered as `{"error": "..."}`.
+/// A control request that cannot be carried out, returned as `{"error": "..."}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("invalid JSON body: {0}")]

@@ -86,6 +86,16 @@ pub enum FaultRuleError {
 impl FaultRule {
     /// Checks the rule and lowercases its tenant. `index` names the rule in errors.
     pub fn validate(mut self, index: usize) -> Result<FaultRule, FaultRuleError> {
+        self.check_actions(index)?;
+        self.check_values(index)?;
+        self.tenant = self
+            .tenant
+            .map(|tenant| crate::tenant_id::normalize(&tenant));
+        Ok(self)
+    }
+
+    /// Checks that the rule does something and that its actions fit together.
+    fn check_actions(&self, index: usize) -> Result<(), FaultRuleError> {
         let malformed = self.malformed_body.as_ref().and_then(MalformedBody::text);
         let responds = self.status.is_some() || malformed.is_some();
         if !responds && !self.reset_connection && self.delay_ms.is_none() {
@@ -94,6 +104,7 @@ impl FaultRule {
         if self.reset_connection && responds {
             return Err(FaultRuleError::ResetWithResponse(index));
         }
+
         let has_detail = self.retry_after.is_some()
             || self.empty_body
             || self.code.is_some()
@@ -104,6 +115,10 @@ impl FaultRule {
         if self.empty_body && malformed.is_some() {
             return Err(FaultRuleError::EmptyAndMalformed(index));
         }
+        Ok(())
+    }
+
+    fn check_values(&self, index: usize) -> Result<(), FaultRuleError> {
         if let Some(status) = self.status
             && !(100..=599).contains(&status)
         {
@@ -118,10 +133,7 @@ impl FaultRule {
         if self.count == Some(0) {
             return Err(FaultRuleError::ZeroCount(index));
         }
-        self.tenant = self
-            .tenant
-            .map(|tenant| crate::tenant_id::normalize(&tenant));
-        Ok(self)
+        Ok(())
     }
 
     fn matches(&self, endpoint: Endpoint, tenant: Option<&str>, method: &Method) -> bool {

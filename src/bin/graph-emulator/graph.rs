@@ -1,5 +1,5 @@
-//! The Graph resource `/beta/admin/people/photoUpdateSettings` and the answer
-//! to every other path.
+//! The Graph resource `/beta/admin/people/photoUpdateSettings` and the error
+//! response for every other path.
 
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::context::RequestContext;
 
-/// Content type of Graph's JSON answers.
+/// Content type of Graph's JSON responses.
 pub const ODATA_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
 /// An error that Graph returns as

@@ -47,7 +47,7 @@ pub struct ClientView {
     pub secret_expired: bool,
 }
 
-/// What an access token was issued for.
+/// Tenant, client, permission and expiry bound to an access token.
 #[derive(Clone, Debug)]
 pub struct Grant {
     pub tenant: String,
@@ -145,8 +145,8 @@ impl Identity {
         recent.len() > max_per_minute as usize
     }
 
-    /// Issues an opaque access token for `grant` and forgets tokens that
-    /// expired long ago.
+    /// Issues an opaque access token for `grant` and removes tokens that
+    /// expired more than an hour ago.
     pub fn issue_token(&mut self, grant: Grant, now: Instant) -> String {
         self.tokens
             .retain(|_, known| known.expires_at + EXPIRED_TOKEN_RETENTION > now);

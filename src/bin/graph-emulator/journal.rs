@@ -39,7 +39,7 @@ pub struct Counters {
     pub gets: u64,
     pub patches: u64,
     pub deletes: u64,
-    /// 429 answers, from the throttle or from fault rules.
+    /// 429 responses, from the throttle or from fault rules.
     pub throttled: u64,
     /// Requests that arrived before the Retry-After of an earlier 429 to the
     /// same tenant and endpoint had passed.

@@ -5,9 +5,12 @@
 //! It is written from Graph's public documentation and shares no code with
 //! the operator, so that a misreading of the API in one does not hide in the
 //! other. `--help` lists the options. The control API below lets tests
-//! inject drift, faults and throttling.
+//! inject drift, faults and throttling. Its text is the same as in
+//! `--help`:
 //!
+//! ```text
 #![doc = include_str!("control-api.md")]
+//! ```
 
 mod aadsts;
 mod app;

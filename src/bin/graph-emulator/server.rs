@@ -4,7 +4,8 @@
 //! `axum::serve`, for two reasons: TLS needs its own accept step, and a
 //! `resetConnection` fault must close the connection without a response. When
 //! the router returns a response marked with [`AbortConnection`], the
-//! service returns an error, and hyper then drops the connection unanswered.
+//! service returns an error, and hyper then closes the connection without
+//! writing a response.
 
 use std::future::Future;
 use std::net::SocketAddr;

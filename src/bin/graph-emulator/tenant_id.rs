@@ -4,7 +4,7 @@
 /// forms that Entra ID accepts in `/{tenant}/oauth2/v2.0/token`.
 ///
 /// NOTE: the multi-tenant aliases `common`, `organizations` and `consumers`
-/// are rejected here as invalid. Entra ID answers client-credentials requests
+/// are rejected here as invalid. Entra ID rejects client-credentials requests
 /// to them with other errors, which the emulator does not model.
 pub fn is_valid(tenant: &str) -> bool {
     is_guid(tenant) || is_domain(tenant)

@@ -61,8 +61,8 @@ impl Tenants {
         self.by_id.entry(tenant.to_owned()).or_default()
     }
 
-    /// Returns the settings as a Graph GET sees them, which lags behind the
-    /// latest write while stale reads are pending.
+    /// Returns the settings for a Graph GET. They lag behind the latest write
+    /// while stale reads are pending.
     pub fn read(&mut self, tenant: &str) -> Settings {
         let state = self.entry(tenant);
         let Some(stale) = state.stale.as_mut() else {

@@ -91,8 +91,10 @@ pub async fn token_endpoint(
     facts.attach(response)
 }
 
-/// Validates the request in the order Entra ID reports problems and returns
-/// the token response body.
+/// Validates the request and returns the token response body.
+///
+/// NOTE: Entra ID does not document the order of its checks. This one checks
+/// tenant, method, grant type, client, secret, scope, then loop detection.
 fn issue_token(
     emulator: &Emulator,
     method: &Method,
