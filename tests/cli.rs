@@ -1,0 +1,200 @@
+//! The one-shot `plan` and `apply` commands, run as a user would: the real
+//! binary against the real emulator.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::emulator::Emulator;
+
+const CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
+const SECRET: &str = "cli-secret-5b0e";
+
+fn example(name: &str) -> String {
+    format!("{}/examples/{name}.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(emulator: &Emulator, args: &[&str], secret: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"));
+    command
+        .args(args)
+        .args([
+            "--authority-host",
+            &emulator.url,
+            "--graph-endpoint",
+            &emulator.url,
+        ])
+        .env_remove("AZURE_CLIENT_SECRET");
+    if let Some(secret) = secret {
+        command.env("AZURE_CLIENT_SECRET", secret);
+    }
+    command.output().expect("the binary runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn start() -> Emulator {
+    Emulator::start(&["--client", &format!("*:{CLIENT_ID}:{SECRET}")])
+}
+
+#[tokio::test]
+async fn plan_apply_plan_round_trip() {
+    let emulator = start();
+    let file = example("on-premises");
+
+    let plan = run(&emulator, &["plan", "-f", &file], Some(SECRET));
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    assert!(
+        text(&plan).contains("would change the tenant"),
+        "{}",
+        text(&plan)
+    );
+
+    let apply = run(&emulator, &["apply", "-f", &file], Some(SECRET));
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    assert!(
+        text(&apply).contains("applied and verified"),
+        "{}",
+        text(&apply)
+    );
+    let held = emulator
+        .control_get("/_emulator/tenants/adatum.onmicrosoft.com/settings")
+        .await;
+    assert_eq!(held["source"], "onPremises");
+
+    let again = run(&emulator, &["plan", "-f", &file], Some(SECRET));
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(text(&again).contains("in sync"), "{}", text(&again));
+}
+
+#[tokio::test]
+async fn plan_never_writes() {
+    let emulator = start();
+    let plan = run(
+        &emulator,
+        &["plan", "-f", &example("cloud-global-admins")],
+        Some(SECRET),
+    );
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let stats = emulator.control_get("/_emulator/stats").await;
+    assert_eq!(stats["totals"]["patches"], 0);
+}
+
+#[tokio::test]
+async fn apply_waits_out_stale_reads() {
+    let emulator = start();
+    emulator
+        .control_put(
+            "/_emulator/tenants/fabrikam.onmicrosoft.com/options",
+            serde_json::json!({"staleReadsAfterWrite": 2}),
+        )
+        .await;
+    let apply = run(
+        &emulator,
+        &[
+            "apply",
+            "-f",
+            &example("cloud-global-admins"),
+            "--verify-timeout",
+            "20",
+        ],
+        Some(SECRET),
+    );
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    let stats = emulator.control_get("/_emulator/stats").await;
+    assert_eq!(
+        stats["totals"]["patches"], 1,
+        "one write, then reads: {stats}"
+    );
+}
+
+#[tokio::test]
+async fn missing_secret_env_is_explained() {
+    let emulator = start();
+    let output = run(&emulator, &["plan", "-f", &example("on-premises")], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("AZURE_CLIENT_SECRET"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[tokio::test]
+async fn wrong_secret_fails_without_echoing_it() {
+    let emulator = start();
+    let wrong = "wrong-cli-secret-77aa";
+    let output = run(
+        &emulator,
+        &["plan", "-f", &example("on-premises")],
+        Some(wrong),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let all = text(&output);
+    assert!(all.contains("InvalidClientSecret"), "{all}");
+    assert!(!all.contains(wrong), "the secret was printed: {all}");
+}
+
+#[tokio::test]
+async fn invalid_file_refused_before_graph() {
+    let emulator = start();
+    let dir = std::env::temp_dir().join(format!("ppo-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.yaml");
+    let text_in = std::fs::read_to_string(example("cloud-user-admins"))
+        .unwrap()
+        .replace("- fe930be7", "- \" fe930be7")
+        .replace("38b1\n", "38b1\"\n");
+    std::fs::write(&path, text_in).unwrap();
+    let output = run(
+        &emulator,
+        &["plan", "-f", path.to_str().unwrap()],
+        Some(SECRET),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let all = text(&output);
+    assert!(all.contains("spec.allowedRoles[0]"), "{all}");
+    assert!(all.contains("is not a role template ID"), "{all}");
+    let stats = emulator.control_get("/_emulator/stats").await;
+    assert_eq!(
+        stats["totals"]["tokenRequests"], 0,
+        "no Graph call for an invalid file"
+    );
+}
+
+#[tokio::test]
+async fn remote_plain_http_endpoint_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"))
+        .args(["plan", "-f", &example("on-premises")])
+        .args(["--graph-endpoint", "http://graph.example.com"])
+        .env("AZURE_CLIENT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("--graph-endpoint"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn crd_command_prints_the_committed_crd() {
+    let output = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"))
+        .arg("crd")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/photoupdatepolicies.yaml"
+    ))
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), committed);
+}
