@@ -198,8 +198,13 @@ async fn sync(
         write_pending,
     )
     .await;
-    if outcome.wrote() {
-        context.remember_write(key, desired);
+    match &outcome {
+        // Written but not visible yet: do not write again for a while.
+        Outcome::AwaitingConsistency { wrote: true, .. } => context.remember_write(key, desired),
+        // Still waiting, or nothing learned: keep what is remembered.
+        Outcome::AwaitingConsistency { wrote: false, .. } | Outcome::Failed { .. } => {}
+        // A read showed the tenant as it is, so later drift is real drift.
+        _ => context.forget_write(key),
     }
     outcome
 }
@@ -422,6 +427,14 @@ impl Context {
         pending
             .get(key)
             .is_some_and(|(written, at)| written == desired && at.elapsed() < WRITE_PENDING_WINDOW)
+    }
+
+    fn forget_write(&self, key: &ObjectRef<PhotoUpdatePolicy>) {
+        let mut pending = self
+            .pending_writes
+            .lock()
+            .expect("pending write lock poisoned");
+        pending.remove(key);
     }
 
     fn remember_write(&self, key: &ObjectRef<PhotoUpdatePolicy>, desired: DesiredSettings) {

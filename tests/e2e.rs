@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{CLIENT_ID, Harness, SECRET, condition_is, enabled, kubectl};
+use common::cluster::{
+    CLIENT_ID, Harness, SECRET, condition_is, enabled, kubectl, operator_kubeconfig,
+};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use photo_policy_operator::policy::PhotoUpdatePolicy;
 use serde_json::{Value, json};
@@ -400,7 +402,12 @@ async fn quiet_policy_makes_no_requests() {
         now.metadata.resource_version, settled.metadata.resource_version,
         "the status was rewritten during a quiet period"
     );
-    assert_eq!(after["gets"], 1, "one read for the first pass: {after}");
+    // The first pass, plus at most one more when the Secret watch's
+    // initial list arrives after the policy.
+    assert!(
+        after["gets"].as_u64().unwrap() <= 2,
+        "reads at start: {after}"
+    );
     assert_eq!(after["patches"], 0, "{after}");
 }
 
@@ -439,46 +446,63 @@ async fn operator_role_refuses_the_rest() {
         return;
     }
     let harness = Harness::start("rbac").await;
-    let operator = "system:serviceaccount:photo-policy-system:photo-policy-operator";
-    let can = |verb: &str, resource: &str| {
-        let (_, out, _) = kubectl(
-            &[
-                "auth",
-                "can-i",
-                verb,
-                resource,
-                "-n",
-                &harness.namespace,
-                "--as",
-                operator,
-            ],
-            None,
-        );
-        out.trim().to_string()
+    harness.put_secret("creds", SECRET).await;
+    harness
+        .create_policy("p", spec("rbac.onmicrosoft.com", "creds", json!({})))
+        .await;
+    harness.wait_condition("p", "Ready", "True", "InSync").await;
+    // Requests made with the operator's own ServiceAccount token.
+    let token = operator_kubeconfig();
+    let namespace = harness.namespace.as_str();
+    let as_operator = |args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--kubeconfig", token.to_str().unwrap(), "-n", namespace];
+        all.extend_from_slice(args);
+        kubectl(&all, stdin)
     };
-    assert_eq!(
-        can("patch", "photoupdatepolicies.photopolicy.io/status"),
-        "yes"
-    );
-    assert_eq!(can("watch", "photoupdatepolicies.photopolicy.io"), "yes");
-    assert_eq!(can("get", "secrets"), "yes");
-    assert_eq!(can("create", "events.events.k8s.io"), "yes");
-    for (verb, resource) in [
-        ("update", "photoupdatepolicies.photopolicy.io"),
-        ("patch", "photoupdatepolicies.photopolicy.io"),
-        ("delete", "photoupdatepolicies.photopolicy.io"),
-        ("create", "secrets"),
-        ("update", "secrets"),
-        ("delete", "secrets"),
-        ("create", "pods"),
-        ("get", "configmaps"),
+    for allowed in [
+        vec!["get", "photoupdatepolicies", "p"],
+        vec!["get", "secret", "creds"],
+        vec!["get", "secrets"],
     ] {
-        assert_eq!(
-            can(verb, resource),
-            "no",
-            "{verb} {resource} must be refused"
+        let (ok, _, err) = as_operator(&allowed, None);
+        assert!(ok, "{allowed:?} must be allowed: {err}");
+    }
+    let spec_patch = r#"{"spec":{"source":"onPremises"}}"#;
+    let refused: [&[&str]; 6] = [
+        &[
+            "patch",
+            "photoupdatepolicies",
+            "p",
+            "--type",
+            "merge",
+            "-p",
+            spec_patch,
+        ],
+        &["delete", "photoupdatepolicies", "p"],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "stolen",
+            "--from-literal=a=b",
+        ],
+        &["delete", "secret", "creds"],
+        &["get", "pods"],
+        &["get", "configmaps"],
+    ];
+    for args in refused {
+        let (ok, _, err) = as_operator(args, None);
+        assert!(!ok, "{args:?} must be refused");
+        assert!(
+            err.contains("Forbidden") || err.contains("forbidden"),
+            "{args:?}: {err}"
         );
     }
+    let policy = harness.policies().get("p").await.unwrap();
+    assert_eq!(
+        policy.spec.source, "cloud",
+        "the refused patch changed nothing"
+    );
 }
 
 #[tokio::test]
@@ -502,8 +526,10 @@ async fn kubectl_explain_shows_field_docs() {
     ] {
         let (ok, out, err) = kubectl(&["explain", field], None);
         assert!(ok, "kubectl explain {field}: {err}");
+        // kubectl wraps descriptions at 80 columns.
+        let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
-            out.contains(text),
+            flat.contains(text),
             "kubectl explain {field} lacks {text:?}:\n{out}"
         );
     }

@@ -38,6 +38,7 @@ have_all() {
 
 if have_all; then
   echo "build.sh: reusing $out" >&2
+  touch "$out" # marks it used for the pruning below
   echo "$out"
   exit 0
 fi
@@ -62,10 +63,13 @@ GOWORK=off CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" \
   ./cmd/testenv >&2
 echo "build.sh: built in $((SECONDS - start))s" >&2
 
-# Publish the directory in one rename; a concurrent build that won the race is fine.
+# Publish the directory in one rename. If a concurrent build got there first, keep its copy.
 if ! have_all; then
   rm -rf "$out"
   mv -T "$tmp" "$out" 2>/dev/null || true
 fi
 have_all || { echo "build.sh: binaries missing in $out" >&2; exit 1; }
+# Drop builds of other versions unused for 7 days, and abandoned temp dirs.
+find "$cache" -mindepth 1 -maxdepth 1 -type d \( -name 'bin-*' -mtime +7 -o -name '.build-*' -mtime +1 \) \
+  ! -path "$out" -exec rm -rf {} + 2>/dev/null || true
 echo "$out"

@@ -62,6 +62,12 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
 /// Installs the CRD and RBAC from `deploy/` and mints the operator's token
 /// kubeconfig, once per test binary.
 fn install() -> &'static Path {
+    operator_kubeconfig()
+}
+
+/// Path of the kubeconfig that carries the operator's ServiceAccount
+/// token. Installs `deploy/` on first use.
+pub fn operator_kubeconfig() -> &'static Path {
     static OPERATOR_KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
     OPERATOR_KUBECONFIG.get_or_init(|| {
         let deploy = format!("{REPO}/deploy");

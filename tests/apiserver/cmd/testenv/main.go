@@ -42,8 +42,8 @@ import (
 )
 
 func init() {
-	// Children get Pdeathsig from the thread that started them; keep main on one
-	// thread that lives as long as the process.
+	// Pdeathsig fires when the thread that started the child exits, so main
+	// stays on one thread for the life of the process.
 	runtime.LockOSThread()
 }
 
@@ -112,16 +112,19 @@ func cmdUp(args []string) error {
 	}
 	for _, b := range []string{"etcd", "kube-apiserver"} {
 		if _, err := os.Stat(filepath.Join(*bin, b)); err != nil {
-			return fmt.Errorf("binary missing: %w", err)
+			return fmt.Errorf("missing binary (run build.sh or pass --bin): %w", err)
 		}
 	}
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return err
 	}
 	if _, err := os.Stat(filepath.Join(d, "etcd")); err == nil {
-		return fmt.Errorf("%s/etcd already exists; use a fresh --dir", d)
+		return fmt.Errorf("%s/etcd already exists, so pass a fresh --dir", d)
 	}
 	_ = os.Remove(filepath.Join(d, "ready"))
+	if err := os.WriteFile(filepath.Join(d, "testenv.pid"), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+		return err
+	}
 
 	parent := os.Getppid()
 	if *watchPID == -1 {
@@ -163,7 +166,7 @@ func cmdUp(args []string) error {
 		return err
 	}
 
-	// etcd first, so the apiserver log is not full of connection errors.
+	// Wait for etcd first, so the apiserver log is not full of connection errors.
 	if err := poll(30*time.Second, sigs, children, func() bool {
 		return httpOK(http.DefaultClient, etcdURL+"/health")
 	}); err != nil {
@@ -186,13 +189,15 @@ func cmdUp(args []string) error {
 		"--disable-admission-plugins=ServiceAccount",
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--allow-privileged=true",
+		// The lease reconciler rejects a loopback advertise address (1.37).
+		"--endpoint-reconciler-type=none",
 	}
 	apiArgs = append(apiArgs, extra...)
 	api, err := startChild(d, "kube-apiserver", filepath.Join(*bin, "kube-apiserver"), apiArgs...)
 	if err != nil {
 		return fail(err)
 	}
-	children = []*child{api, etcd} // stop order: apiserver, then etcd
+	children = []*child{api, etcd} // stopAll stops them in this order
 
 	client, err := adminHTTPClient(p)
 	if err != nil {
@@ -242,7 +247,7 @@ func cmdUp(args []string) error {
 	}
 }
 
-// alive reports whether pid still exists; when pid is our parent at start, a
+// alive reports whether pid still exists. When pid is the parent at start, a
 // changed getppid also means it is gone.
 func alive(pid, parent int) bool {
 	if pid == parent && os.Getppid() != parent {
@@ -339,9 +344,9 @@ func poll(timeout time.Duration, sigs chan os.Signal, children []*child, check f
 			return fmt.Errorf("interrupted by %s while starting", s)
 		case <-deadline:
 			for _, c := range children {
-				fmt.Fprintf(os.Stderr, "testenv: not ready after %s; last lines of %s:\n%s", timeout, c.log, tail(c.log, 40))
+				fmt.Fprintf(os.Stderr, "testenv: not ready after %s, last lines of %s:\n%s", timeout, c.log, tail(c.log, 40))
 			}
-			return fmt.Errorf("not ready after %s", timeout)
+			return fmt.Errorf("timed out after %s waiting for readiness", timeout)
 		case <-tick.C:
 		}
 	}
@@ -528,7 +533,7 @@ func adminHTTPClient(p *pkiFiles) (*http.Client, error) {
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(p.caPEM) {
-		return nil, errors.New("bad CA PEM")
+		return nil, errors.New("invalid CA certificate PEM")
 	}
 	return &http.Client{
 		Timeout: 5 * time.Second,
