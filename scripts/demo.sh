@@ -115,11 +115,15 @@ EOF
 fi
 cat "$work/refused.txt"
 
-step "the same check offline: plan, with no cluster"
+step "one-shot plan, with no cluster: what would change if contoso allowed only People Administrators"
+sed 's/^  source: cloud$/  source: cloud\n  allowedRoles: [PeopleAdministrator]/' examples/cloud-all-users.yaml \
+    >"$work/contoso-people-admins.yaml"
 set +e
 AZURE_CLIENT_SECRET=$client_secret "$bin/photo-policy-operator" plan \
-    -f examples/on-premises.yaml --authority-host "$emulator" --graph-endpoint "$emulator"
-echo "plan exit code: $? (0: in sync, 2: would change)"
+    -f "$work/contoso-people-admins.yaml" --authority-host "$emulator" --graph-endpoint "$emulator"
+code=$?
 set -e
+echo "plan exit code: $code (0: in sync, 2: would change, 1: error)"
+[ "$code" -eq 2 ] || { echo "expected plan to report a change" >&2; exit 1; }
 
 step "done; cleaning up"

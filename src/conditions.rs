@@ -24,6 +24,9 @@ pub mod reason {
     pub const IN_SYNC: &str = "InSync";
     /// The operator wrote the declared setting and read it back.
     pub const APPLIED: &str = "Applied";
+    /// Event only: the tenant had matched the spec, changed behind the
+    /// operator's back, and was written back.
+    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
     /// The setting was written, but Graph still returns the old value.
     pub const AWAITING_CONSISTENCY: &str = "AwaitingConsistency";
     /// The tenant differs from the spec and `managementPolicy` is Observe.

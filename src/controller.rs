@@ -18,7 +18,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng;
 use tracing::{info, warn};
 
-use crate::conditions::{self, READY, reason};
+use crate::conditions::{self, READY, SYNCED, reason};
 use crate::graph::{Credential, ErrorClass, GraphClient, SecretString, Target};
 use crate::policy::{PhotoUpdatePolicy, PhotoUpdatePolicyStatus, RECONCILE_REQUESTED_AT};
 use crate::reconcile::{
@@ -351,8 +351,9 @@ fn log_outcome(policy: &PhotoUpdatePolicy, outcome: &Outcome) {
     }
 }
 
-/// Publishes a Normal Event for each write, and a Warning Event when the
-/// Ready reason changes to a failure or to drift. Repeated passes with the
+/// Publishes a Normal Event for each write (DriftCorrected when the tenant
+/// had matched this generation before), and a Warning Event when the Ready
+/// reason changes to a failure or to drift. Repeated passes with the
 /// same result publish nothing.
 async fn publish_events(
     policy: &PhotoUpdatePolicy,
@@ -363,7 +364,18 @@ async fn publish_events(
     let previous_reason = previous
         .and_then(|status| conditions::find(&status.conditions, READY))
         .map(|c| c.reason.as_str());
+    let was_synced = previous
+        .and_then(|status| conditions::find(&status.conditions, SYNCED))
+        .is_some_and(|c| c.status == "True" && c.observed_generation == policy.metadata.generation);
     let event = match outcome {
+        Outcome::Applied { before, .. } if was_synced => Some((
+            EventType::Normal,
+            reason::DRIFT_CORRECTED.to_string(),
+            format!(
+                "the tenant changed to {} outside the operator; wrote the declared setting back",
+                describe(before)
+            ),
+        )),
         Outcome::Applied { before, .. } => Some((
             EventType::Normal,
             reason::APPLIED.to_string(),

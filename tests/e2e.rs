@@ -267,6 +267,15 @@ async fn drift_corrected_on_request() {
     assert!(condition_is(&policy, "Ready", "True", "Applied"));
     let held = tenant_settings(&harness, tenant).await;
     assert_eq!(held["allowedRoles"], json!([GLOBAL_ADMIN]));
+    let (ok, events, err) = kubectl(
+        &["get", "events", "-n", &harness.namespace, "-o", "json"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        events.contains("DriftCorrected"),
+        "no DriftCorrected Event: {events}"
+    );
 }
 
 #[tokio::test]
