@@ -57,7 +57,8 @@ step "starting the operator with its own ServiceAccount token"
 testenv token --kubeconfig "$KUBECONFIG" --namespace photo-policy-system \
     --serviceaccount photo-policy-operator --out "$work/operator.kubeconfig"
 KUBECONFIG="$work/operator.kubeconfig" "$bin/photo-policy-operator" run \
-    --authority-host "$emulator" --graph-endpoint "$emulator" >"$work/operator.log" 2>&1 &
+    --authority-host "$emulator" --graph-endpoint "$emulator" \
+    --metrics-bind-address 127.0.0.1:0 >"$work/operator.log" 2>&1 &
 pids+=($!)
 
 step "applying the five documented settings, one tenant each"
@@ -125,5 +126,9 @@ code=$?
 set -e
 echo "plan exit code: $code (0: in sync, 2: would change, 1: error)"
 [ "$code" -eq 2 ] || { echo "expected plan to report a change" >&2; exit 1; }
+
+step "the operator's metrics"
+metrics=$(sed -n 's/.*serving \/metrics.*address=\([0-9.:]*\).*/\1/p' "$work/operator.log" | head -n 1)
+curl -sf "http://$metrics/metrics" | grep -E '^photo_policy_operator_(reconciles|graph_requests|token_requests|drift_corrections)_total'
 
 step "done; cleaning up"

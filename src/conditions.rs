@@ -75,13 +75,14 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 
 /// Upper bound on a condition message. The API server allows 32 KiB; a
 /// short bound keeps `kubectl get -o wide` readable and the object small.
-const MAX_MESSAGE_BYTES: usize = 1024;
+pub const MAX_MESSAGE_BYTES: usize = 1024;
 
-fn truncate(message: &str, max: usize) -> String {
+/// Cuts `message` to at most `max` bytes, marking the cut with "...".
+pub fn truncate(message: &str, max: usize) -> String {
     if message.len() <= max {
         return message.to_string();
     }
-    let mut end = max;
+    let mut end = max.saturating_sub(3);
     while !message.is_char_boundary(end) {
         end -= 1;
     }
@@ -148,7 +149,7 @@ mod tests {
     fn long_message_is_truncated_on_char_boundary() {
         let message = "é".repeat(1000);
         let built = condition(&[], READY, "False", "X", &message, None, &time(1));
-        assert!(built.message.len() <= MAX_MESSAGE_BYTES + 3);
+        assert!(built.message.len() <= MAX_MESSAGE_BYTES);
         assert!(built.message.ends_with("..."));
     }
 }

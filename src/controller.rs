@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::conditions::{self, READY, SYNCED, reason};
 use crate::graph::{Credential, ErrorClass, GraphClient, SecretString, Target};
+use crate::metrics::Metrics;
 use crate::policy::{PhotoUpdatePolicy, PhotoUpdatePolicyStatus, RECONCILE_REQUESTED_AT};
 use crate::reconcile::{
     self, Failure, Outcome, build_status, converge, describe, describe_desired,
@@ -52,6 +53,7 @@ pub struct Context {
     pub client: Client,
     pub graph: GraphClient,
     pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
     /// Consecutive failed passes per policy, for backoff.
     failures: Mutex<HashMap<ObjectRef<PhotoUpdatePolicy>, u32>>,
     /// Settings written per policy and when, to avoid writing twice while
@@ -60,7 +62,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, graph: GraphClient) -> Self {
+    pub fn new(client: Client, graph: GraphClient, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -69,6 +71,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             graph,
+            metrics,
             failures: Mutex::default(),
             pending_writes: Mutex::default(),
         }
@@ -87,12 +90,21 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>) {
     };
 
     let (reader, writer) = reflector::store();
+    let forget_context = context.clone();
     // Status writes do not change metadata.generation, so filtering on it
     // (and on annotations) keeps the operator's own writes from triggering
     // another pass.
     let policy_stream = watcher(policies, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Delete(policy)) => forget_context.forget(policy),
+            // NOTE: a second `Store::wait_until_ready` waiter next to the
+            // controller's own was never woken in kube-runtime 5.0, so
+            // readiness is taken from the watch itself.
+            Ok(watcher::Event::InitDone) => forget_context.metrics.set_ready(),
+            _ => {}
+        })
         .applied_objects()
         .predicate_filter(
             predicates::generation.combine(predicates::annotations),
@@ -159,6 +171,11 @@ pub async fn reconcile_policy(
     let key = ObjectRef::from_obj(policy.as_ref());
     let outcome = sync(&policy, &namespace, &context, &key).await;
     let failures = context.record_result(&key, &outcome);
+    context.metrics.reconciled(outcome.reason());
+    if outcome.observed().is_some() {
+        let now = jiff::Timestamp::now().as_second();
+        context.metrics.synced(&namespace, &policy.name_any(), now);
+    }
     report(&policy, &namespace, &context, &outcome).await?;
     let jitter = rand::rng().random_range(0.9..1.1);
     let delay = reconcile::requeue_after(&outcome, policy.spec.sync_interval(), failures, jitter);
@@ -239,25 +256,12 @@ async fn load_target(
                 format!("Secret {namespace}/{} not found", secret_ref.name),
             ));
         }
-        Err(error) => {
-            return Err(Failure {
-                reason: reason::KUBERNETES_ERROR.to_string(),
-                message: format!(
-                    "failed to read Secret {namespace}/{}: {}",
-                    secret_ref.name,
-                    reconcile::error_chain(&error)
-                ),
-                class: ErrorClass::Transient,
-            });
-        }
+        Err(error) => return Err(secret_read_failure(namespace, &secret_ref.name, &error)),
     };
-    let value = secret_value(&secret, key).ok_or_else(|| {
+    let value = secret_value(&secret, key).map_err(|problem| {
         Failure::permanent(
             reason::SECRET_KEY_MISSING,
-            format!(
-                "Secret {namespace}/{} has no non-empty key {key:?}",
-                secret_ref.name
-            ),
+            format!("Secret {namespace}/{} {problem}", secret_ref.name),
         )
     })?;
     Ok(Target {
@@ -268,25 +272,42 @@ async fn load_target(
     })
 }
 
-/// Returns the trimmed value of `key`, from `data` or `stringData`.
-fn secret_value(secret: &Secret, key: &str) -> Option<SecretString> {
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(key))
-        .map(|value| value.0.clone())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|data| data.get(key))
-                .map(|value| value.clone().into_bytes())
-        })?;
-    let text = String::from_utf8(bytes).ok()?;
+/// Describes a failed Secret read. A 403 needs a change to the operator's
+/// RBAC, so it is permanent; anything else is retried.
+fn secret_read_failure(namespace: &str, name: &str, error: &kube::Error) -> Failure {
+    let (detail, class) = match error {
+        kube::Error::Api(status) if status.code == 403 => (
+            "403 Forbidden: the operator's ClusterRole must grant get on secrets".to_string(),
+            ErrorClass::Permanent,
+        ),
+        kube::Error::Api(status) => (
+            format!("{} {}: {}", status.code, status.reason, status.message),
+            ErrorClass::Transient,
+        ),
+        other => (other.to_string(), ErrorClass::Transient),
+    };
+    Failure {
+        reason: reason::KUBERNETES_ERROR.to_string(),
+        message: format!("failed to read Secret {namespace}/{name}: {detail}"),
+        class,
+    }
+}
+
+/// Returns the trimmed value of `key`, or what is wrong with it.
+fn secret_value(secret: &Secret, key: &str) -> Result<SecretString, String> {
+    let Some(bytes) = secret.data.as_ref().and_then(|data| data.get(key)) else {
+        return Err(format!("has no key {key:?}"));
+    };
+    let Ok(text) = std::str::from_utf8(&bytes.0) else {
+        return Err(format!("key {key:?} is not UTF-8 text"));
+    };
     // A trailing newline from `echo secret > file` is never part of a
     // client secret.
     let trimmed = text.trim();
-    (!trimmed.is_empty()).then(|| SecretString::new(trimmed.to_string()))
+    if trimmed.is_empty() {
+        return Err(format!("key {key:?} is empty"));
+    }
+    Ok(SecretString::new(trimmed.to_string()))
 }
 
 /// Writes the status when it changed and publishes Events for what a user
@@ -337,17 +358,25 @@ async fn write_status(
 
 fn log_outcome(policy: &PhotoUpdatePolicy, outcome: &Outcome) {
     let tenant = policy.spec.tenant_id.as_str();
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
     match outcome {
         Outcome::Failed { failure, .. } => warn!(
+            %namespace,
+            %name,
             tenant,
             reason = %failure.reason,
             error = %failure.message,
             "sync failed"
         ),
-        Outcome::Applied { before, .. } => {
-            info!(tenant, was = %describe(before), "applied the declared setting")
-        }
-        other => info!(tenant, reason = other.reason(), "synced"),
+        Outcome::Applied { before, .. } => info!(
+            %namespace,
+            %name,
+            tenant,
+            was = %describe(before),
+            "applied the declared setting"
+        ),
+        other => info!(%namespace, %name, tenant, reason = other.reason(), "synced"),
     }
 }
 
@@ -368,18 +397,32 @@ async fn publish_events(
         .and_then(|status| conditions::find(&status.conditions, SYNCED))
         .is_some_and(|c| c.status == "True" && c.observed_generation == policy.metadata.generation);
     let event = match outcome {
-        Outcome::Applied { before, .. } if was_synced => Some((
-            EventType::Normal,
-            reason::DRIFT_CORRECTED.to_string(),
-            format!(
-                "the tenant changed to {} outside the operator; wrote the declared setting back",
-                describe(before)
-            ),
-        )),
+        Outcome::Applied { before, .. } if was_synced => {
+            context.metrics.drift_corrected();
+            Some((
+                EventType::Normal,
+                reason::DRIFT_CORRECTED.to_string(),
+                format!(
+                    "the tenant changed to {} outside the operator; wrote the declared setting back",
+                    describe(before)
+                ),
+            ))
+        }
         Outcome::Applied { before, .. } => Some((
             EventType::Normal,
             reason::APPLIED.to_string(),
             format!("wrote the declared setting (was {})", describe(before)),
+        )),
+        Outcome::AwaitingConsistency {
+            observed,
+            wrote: true,
+        } => Some((
+            EventType::Normal,
+            reason::APPLIED.to_string(),
+            format!(
+                "wrote the declared setting; Graph still returns {}, reading again shortly",
+                describe(observed)
+            ),
         )),
         Outcome::Failed { failure, .. } if previous_reason != Some(&failure.reason) => Some((
             EventType::Warning,
@@ -407,7 +450,8 @@ async fn publish_events(
     let event = Event {
         type_,
         reason,
-        note: Some(note),
+        // The Events API refuses notes over 1 KiB.
+        note: Some(conditions::truncate(&note, conditions::MAX_MESSAGE_BYTES)),
         action: "Sync".into(),
         secondary: None,
     };
@@ -418,6 +462,18 @@ async fn publish_events(
 }
 
 impl Context {
+    /// Drops what is kept about a deleted policy.
+    fn forget(&self, policy: &PhotoUpdatePolicy) {
+        let key = ObjectRef::from_obj(policy);
+        self.failures
+            .lock()
+            .expect("failure map lock poisoned")
+            .remove(&key);
+        self.forget_write(&key);
+        let namespace = policy.namespace().unwrap_or_default();
+        self.metrics.forget(&namespace, &policy.name_any());
+    }
+
     /// Updates the failure count for `key` and returns it.
     fn record_result(&self, key: &ObjectRef<PhotoUpdatePolicy>, outcome: &Outcome) -> u32 {
         let mut failures = self.failures.lock().expect("failure map lock poisoned");

@@ -4,6 +4,7 @@
 pub mod conditions;
 pub mod controller;
 pub mod graph;
+pub mod metrics;
 pub mod oneshot;
 pub mod policy;
 pub mod reconcile;

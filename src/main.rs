@@ -6,7 +6,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt;
 use photo_policy_operator::controller::{self, Context};
-use photo_policy_operator::graph::{EndpointOverrides, GraphClient, GraphClientOptions};
+use photo_policy_operator::graph::{
+    EndpointOverrides, GraphClient, GraphClientOptions, RequestObserver,
+};
+use photo_policy_operator::metrics::{self, Metrics};
 use photo_policy_operator::oneshot::{self, Mode};
 use photo_policy_operator::policy::PhotoUpdatePolicy;
 use photo_policy_operator::telemetry::{self, LogFormat};
@@ -66,6 +69,9 @@ struct RunArgs {
     /// Watch only this namespace. Default: all namespaces.
     #[arg(long, env = "PPO_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Address for /metrics, /healthz and /readyz. Port 0 picks a free port.
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    metrics_bind_address: std::net::SocketAddr,
 }
 
 #[derive(Args)]
@@ -110,7 +116,12 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
 
 async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.graph.log_format, "info,kube=warn");
-    let graph = graph_client(&args.graph)?;
+    let metrics = Arc::new(Metrics::new());
+    let address = metrics::serve(metrics.clone(), args.metrics_bind_address)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.metrics_bind_address))?;
+    info!(%address, "serving /metrics, /healthz and /readyz");
+    let graph = graph_client(&args.graph, Some(metrics.clone()))?;
     let client = kube::Client::try_default()
         .await
         .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
@@ -118,7 +129,11 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         namespace = args.namespace.as_deref().unwrap_or("*"),
         "starting controller"
     );
-    controller::run(Arc::new(Context::new(client, graph)), args.namespace).await;
+    controller::run(
+        Arc::new(Context::new(client, graph, metrics)),
+        args.namespace,
+    )
+    .await;
     info!("controller stopped");
     Ok(())
 }
@@ -127,13 +142,16 @@ async fn one_shot(args: OneShotArgs, mode: Mode) -> anyhow::Result<u8> {
     telemetry::init(args.graph.log_format, "warn");
     let policies = oneshot::load_policies(&args.file)?;
     let secret = oneshot::secret_from_env()?;
-    let graph = graph_client(&args.graph)?;
+    let graph = graph_client(&args.graph, None)?;
     let verify = Duration::from_secs(args.verify_timeout);
     let code = oneshot::run(&graph, &policies, &secret, mode, verify).await;
     Ok(code as u8)
 }
 
-fn graph_client(args: &GraphArgs) -> anyhow::Result<GraphClient> {
+fn graph_client(
+    args: &GraphArgs,
+    observer: Option<Arc<dyn RequestObserver>>,
+) -> anyhow::Result<GraphClient> {
     let endpoints = EndpointOverrides::parse(
         args.authority_host.as_deref(),
         args.graph_endpoint.as_deref(),
@@ -150,6 +168,7 @@ fn graph_client(args: &GraphArgs) -> anyhow::Result<GraphClient> {
         endpoints,
         timeout: Duration::from_secs(args.request_timeout),
         extra_root_certificates,
+        observer,
         ..GraphClientOptions::default()
     };
     Ok(GraphClient::new(options)?)

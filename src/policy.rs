@@ -142,8 +142,9 @@ pub struct PhotoUpdatePolicySpec {
     /// How often the tenant is read to detect drift, as a duration such as
     /// 30m or 1h. Default 1h, minimum 5m.
     #[serde(default = "default_sync_interval")]
-    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('5m')")
-        .message("syncInterval must be at least 5m"))]
+    #[x_kube(validation = kube::core::Rule::new(SYNC_INTERVAL_RULE)
+        .message("syncInterval must be a duration of at least 5m, such as 30m or 1h"))]
+    #[schemars(length(max = 32))]
     pub sync_interval: kube::core::Duration,
 
     /// When true, the operator leaves the tenant alone and makes no Graph
@@ -151,6 +152,12 @@ pub struct PhotoUpdatePolicySpec {
     #[serde(default)]
     pub suspend: bool,
 }
+
+/// CEL rule for `syncInterval`: a Go duration (checked first, because
+/// `duration()` fails with an unhelpful message on other strings) of at
+/// least five minutes.
+const SYNC_INTERVAL_RULE: &str =
+    "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('5m')";
 
 /// CEL rule for a tenant ID: a GUID, or a DNS name with at least two labels.
 const TENANT_ID_RULE: &str = "self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$') || self.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\\\\.)+[a-zA-Z]{2,63}$')";

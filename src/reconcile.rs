@@ -313,13 +313,15 @@ fn condition_set(outcome: &Outcome) -> ConditionSet<'static> {
             None,
             "spec.suspend is true: the tenant is neither read nor written".to_string(),
         ),
-        Outcome::Failed { failure, .. } => {
+        Outcome::Failed { failure, observed } => {
             let permanent = failure.class == ErrorClass::Permanent;
             (
                 "False",
                 if permanent { "False" } else { "True" },
                 if permanent { "True" } else { "False" },
-                None,
+                // A failed pass reads the tenant only before a write, that
+                // is, when the tenant differs from the spec.
+                observed.as_ref().map(|_| "False"),
                 failure.message.clone(),
             )
         }
@@ -384,6 +386,9 @@ pub fn describe_desired(desired: &DesiredSettings) -> String {
 const RETRY_BASE: Duration = Duration::from_secs(5);
 /// Cap on the retry delay of transient failures.
 const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Longest Retry-After obeyed. Graph asks for seconds to minutes; a larger
+/// value is more likely a broken proxy than a real request.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Delay before a failure that needs a human is retried. A change to the
 /// policy or its Secret triggers a pass at once, so this only bounds how
 /// long an outside fix (such as an admin consent) takes to be noticed.
@@ -403,9 +408,11 @@ pub fn requeue_after(
         Outcome::Suspended => None,
         Outcome::Failed { failure, .. } => match failure.class {
             ErrorClass::Permanent => Some(PERMANENT_RETRY.min(sync_interval)),
+            // A Retry-After of 0 or in the past would retry at once, in a
+            // loop; wait at least the first backoff step.
             ErrorClass::Throttled {
                 retry_after: Some(delay),
-            } => Some(delay),
+            } => Some(delay.clamp(RETRY_BASE, MAX_RETRY_AFTER)),
             ErrorClass::Throttled { retry_after: None } | ErrorClass::Transient => {
                 Some(scale(backoff(failures), jitter))
             }

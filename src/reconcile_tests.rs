@@ -284,3 +284,39 @@ fn requeue_in_sync_uses_interval_with_jitter() {
         Some(Duration::from_secs(3960))
     );
 }
+
+#[test]
+fn requeue_zero_retry_after_is_not_a_loop() {
+    let throttled = Outcome::Failed {
+        failure: Failure {
+            reason: "Throttled".into(),
+            message: String::new(),
+            class: ErrorClass::Throttled {
+                retry_after: Some(Duration::ZERO),
+            },
+        },
+        observed: None,
+    };
+    let delay = requeue_after(&throttled, Duration::from_secs(3600), 1, 1.0).unwrap();
+    assert!(delay >= Duration::from_secs(5), "{delay:?}");
+}
+
+#[test]
+fn status_failed_write_after_drift_is_not_synced() {
+    let first = build_status(
+        None,
+        Some(1),
+        &Outcome::InSync {
+            observed: observed(Some("cloud"), None),
+        },
+        &time(10),
+    );
+    let failed = Outcome::Failed {
+        failure: Failure::permanent("PermissionDenied", "403"),
+        observed: Some(observed(Some("onPremises"), None)),
+    };
+    let second = build_status(Some(&first), Some(1), &failed, &time(20));
+    assert_eq!(status_of(&second, SYNCED), "False");
+    let synced = find(&second.conditions, SYNCED).unwrap();
+    assert_eq!(synced.reason, "PermissionDenied");
+}

@@ -12,6 +12,7 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use photo_policy_operator::controller::{Context, reconcile_policy};
 use photo_policy_operator::graph::{EndpointOverrides, GraphClient, GraphClientOptions};
+use photo_policy_operator::metrics::Metrics;
 use photo_policy_operator::policy::PhotoUpdatePolicy;
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
@@ -82,7 +83,10 @@ fn context(emulator: &Emulator) -> (Arc<Context>, ApiHandle) {
         ..GraphClientOptions::default()
     };
     let graph = GraphClient::new(options).unwrap();
-    (Arc::new(Context::new(client, graph)), handle)
+    (
+        Arc::new(Context::new(client, graph, Arc::new(Metrics::new()))),
+        handle,
+    )
 }
 
 /// Takes the next request, checks its method and path, and answers it.

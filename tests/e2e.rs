@@ -194,18 +194,14 @@ async fn spec_change_is_written_once() {
             spec(tenant, "creds", json!({"allowedRoles": [GLOBAL_ADMIN]})),
         )
         .await;
-    harness
-        .wait_condition("p", "Ready", "True", "Applied")
-        .await;
+    harness.wait_ready("p").await;
     let patch = json!({"spec": {"allowedRoles": [GLOBAL_ADMIN, "UserAdministrator"]}});
     harness
         .policies()
         .patch("p", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let policy = harness
-        .wait_condition("p", "Ready", "True", "Applied")
-        .await;
+    let policy = harness.wait_ready("p").await;
     assert_eq!(policy.status.unwrap().observed_generation, Some(2));
     let held = tenant_settings(&harness, tenant).await;
     let mut roles: Vec<&str> = held["allowedRoles"]
@@ -239,9 +235,7 @@ async fn drift_corrected_on_request() {
             ),
         )
         .await;
-    harness
-        .wait_condition("p", "Ready", "True", "Applied")
-        .await;
+    harness.wait_ready("p").await;
     harness
         .emulator
         .control_put(
@@ -264,7 +258,10 @@ async fn drift_corrected_on_request() {
                 == Some("now-1")
         })
         .await;
-    assert!(condition_is(&policy, "Ready", "True", "Applied"));
+    assert!(
+        condition_is(&policy, "Ready", "True", "Applied"),
+        "{policy:?}"
+    );
     let held = tenant_settings(&harness, tenant).await;
     assert_eq!(held["allowedRoles"], json!([GLOBAL_ADMIN]));
     let (ok, events, err) = kubectl(
@@ -431,9 +428,7 @@ async fn deleted_policy_leaves_tenant_alone() {
     harness
         .create_policy("p", spec(tenant, "creds", json!({"source": "onPremises"})))
         .await;
-    harness
-        .wait_condition("p", "Ready", "True", "Applied")
-        .await;
+    harness.wait_ready("p").await;
     harness
         .policies()
         .delete("p", &DeleteParams::default())
@@ -541,5 +536,44 @@ async fn kubectl_explain_shows_field_docs() {
             flat.contains(text),
             "kubectl explain {field} lacks {text:?}:\n{out}"
         );
+    }
+}
+
+#[tokio::test]
+async fn metrics_and_health_served() {
+    if !enabled("metrics_and_health_served") {
+        return;
+    }
+    let harness = Harness::start("metrics").await;
+    harness.put_secret("creds", SECRET).await;
+    harness
+        .create_policy(
+            "p",
+            spec(
+                "metrics.onmicrosoft.com",
+                "creds",
+                json!({"source": "onPremises"}),
+            ),
+        )
+        .await;
+    harness.wait_ready("p").await;
+    let base = harness.metrics_url().await;
+    for path in ["/healthz", "/readyz"] {
+        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"photo_policy_operator_reconciles_total{result="Applied"} 1"#,
+        r#"photo_policy_operator_graph_requests_total{operation="patch",status="200"} 1"#,
+        r#"photo_policy_operator_token_requests_total{operation="token",status="200"} 1"#,
+        "photo_policy_operator_last_successful_sync_timestamp_seconds{",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }

@@ -17,7 +17,7 @@ use super::response::{
     retry_after,
 };
 use super::token::{Token, TokenCache};
-use super::{Credential, EndpointOverrides, Endpoints, Target};
+use super::{Credential, EndpointOverrides, Endpoints, RequestObserver, Target};
 use crate::settings::{DesiredSettings, ObservedSettings};
 
 /// Default time limit of one HTTP request, including reading the body.
@@ -32,7 +32,7 @@ const REQUEST_ID: &str = "request-id";
 const SETTINGS_PATH: [&str; 4] = ["beta", "admin", "people", "photoUpdateSettings"];
 
 /// Settings of a [`GraphClient`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GraphClientOptions {
     /// Operator-wide endpoint overrides.
     pub endpoints: EndpointOverrides,
@@ -43,6 +43,8 @@ pub struct GraphClientOptions {
     pub extra_root_certificates: Vec<reqwest::Certificate>,
     /// `User-Agent` header of every request.
     pub user_agent: String,
+    /// Told about every request's outcome, for metrics.
+    pub observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl Default for GraphClientOptions {
@@ -52,6 +54,7 @@ impl Default for GraphClientOptions {
             timeout: DEFAULT_TIMEOUT,
             extra_root_certificates: Vec::new(),
             user_agent: concat!("photo-policy-operator/", env!("CARGO_PKG_VERSION")).to_string(),
+            observer: None,
         }
     }
 }
@@ -95,6 +98,7 @@ struct Inner {
     tokens: TokenCache,
     token_requests: AtomicU64,
     graph_requests: AtomicU64,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl fmt::Debug for GraphClient {
@@ -140,6 +144,7 @@ impl GraphClient {
             timeout,
             extra_root_certificates,
             user_agent,
+            observer,
         } = options;
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
@@ -158,6 +163,7 @@ impl GraphClient {
                 tokens: TokenCache::new(),
                 token_requests: AtomicU64::new(0),
                 graph_requests: AtomicU64::new(0),
+                observer,
             }),
         })
     }
@@ -262,7 +268,7 @@ impl GraphClient {
         }
 
         self.inner.graph_requests.fetch_add(1, Ordering::Relaxed);
-        let received = call.execute(request).await?;
+        let received = self.observed(operation, call.execute(request).await)?;
         if !received.status.is_success() {
             return Err(call.error(&received));
         }
@@ -272,6 +278,19 @@ impl GraphClient {
             client_request_id: call.client_request_id,
             body: received.body,
         })
+    }
+
+    /// Reports a request's outcome to the observer and passes it on.
+    fn observed(
+        &self,
+        operation: Operation,
+        result: Result<Received, GraphError>,
+    ) -> Result<Received, GraphError> {
+        if let Some(observer) = &self.inner.observer {
+            let status = result.as_ref().ok().map(|r| r.status.as_u16());
+            observer.observe(operation, status);
+        }
+        result
     }
 
     /// Requests a token with the client-credentials grant.
@@ -299,7 +318,7 @@ impl GraphClient {
         let request = self.inner.http.post(url.clone()).form(&form);
 
         self.inner.token_requests.fetch_add(1, Ordering::Relaxed);
-        let received = call.execute(request).await?;
+        let received = self.observed(Operation::TokenRequest, call.execute(request).await)?;
         if !received.status.is_success() {
             return Err(call.token_error(&received));
         }

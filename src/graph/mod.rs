@@ -14,6 +14,12 @@ pub use cloud::{
 pub use error::{ErrorClass, GraphError, Operation, TransportKind, reason};
 pub use token::SecretString;
 
+/// Receives the outcome of every HTTP request the client sends, for
+/// metrics. `status` is `None` when no response arrived.
+pub trait RequestObserver: Send + Sync {
+    fn observe(&self, operation: Operation, status: Option<u16>);
+}
+
 /// The tenant, application and credential one request acts for.
 #[derive(Clone, Debug)]
 pub struct Target {

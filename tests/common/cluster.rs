@@ -165,6 +165,7 @@ impl Harness {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"))
             .args(["run", "--namespace", &self.namespace])
+            .args(["--metrics-bind-address", "127.0.0.1:0"])
             .args(["--authority-host", &self.emulator.url])
             .args(["--graph-endpoint", &self.emulator.url])
             .env("KUBECONFIG", install())
@@ -185,6 +186,23 @@ impl Harness {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Returns the operator's metrics endpoint, read from its log.
+    pub async fn metrics_url(&self) -> String {
+        for _ in 0..100 {
+            let log = self.operator_log();
+            let address = log
+                .lines()
+                .filter(|line| line.contains("serving /metrics"))
+                .find_map(|line| line.split("address=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next());
+            if let Some(address) = address {
+                return format!("http://{address}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the operator never logged its metrics address");
     }
 
     /// The operator's log so far.
@@ -272,6 +290,19 @@ impl Harness {
         let what = format!("{type_}={status} ({reason})");
         self.wait_for(name, &what, |policy| {
             condition_is(policy, type_, status, reason)
+        })
+        .await
+    }
+}
+
+impl Harness {
+    /// Waits until the policy is Ready for its current generation, whether
+    /// the last pass wrote (Applied) or found the tenant in sync (InSync):
+    /// a Secret event can start a second pass right after a write.
+    pub async fn wait_ready(&self, name: &str) -> PhotoUpdatePolicy {
+        self.wait_for(name, "Ready=True", |p| {
+            condition_is(p, "Ready", "True", "Applied")
+                || condition_is(p, "Ready", "True", "InSync")
         })
         .await
     }
