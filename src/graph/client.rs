@@ -268,7 +268,9 @@ impl GraphClient {
         }
 
         self.inner.graph_requests.fetch_add(1, Ordering::Relaxed);
-        let received = self.observed(operation, call.execute(request).await)?;
+        let received = call.execute(request).await;
+        self.observe(operation, &received);
+        let received = received?;
         if !received.status.is_success() {
             return Err(call.error(&received));
         }
@@ -280,17 +282,12 @@ impl GraphClient {
         })
     }
 
-    /// Reports a request's outcome to the observer and passes it on.
-    fn observed(
-        &self,
-        operation: Operation,
-        result: Result<Received, GraphError>,
-    ) -> Result<Received, GraphError> {
+    /// Reports a request's outcome to the observer.
+    fn observe(&self, operation: Operation, result: &Result<Received, GraphError>) {
         if let Some(observer) = &self.inner.observer {
             let status = result.as_ref().ok().map(|r| r.status.as_u16());
             observer.observe(operation, status);
         }
-        result
     }
 
     /// Requests a token with the client-credentials grant.
@@ -318,7 +315,9 @@ impl GraphClient {
         let request = self.inner.http.post(url.clone()).form(&form);
 
         self.inner.token_requests.fetch_add(1, Ordering::Relaxed);
-        let received = self.observed(Operation::TokenRequest, call.execute(request).await)?;
+        let received = call.execute(request).await;
+        self.observe(Operation::TokenRequest, &received);
+        let received = received?;
         if !received.status.is_success() {
             return Err(call.token_error(&received));
         }
