@@ -118,9 +118,7 @@ pub struct PhotoUpdatePolicySpec {
     /// use the canonical spelling.
     #[x_kube(validation = kube::core::Rule::new(
         "self.lowerAscii() == 'cloud' || self.lowerAscii() == 'onpremises'"
-    ).message(kube::core::Message::Expression(
-        "'source must be cloud or onPremises, not \"' + self + '\"'".into()
-    )))]
+    ).message("source must be cloud or onPremises (any letter case)"))]
     #[schemars(length(max = 32))]
     pub source: String,
 
@@ -140,10 +138,11 @@ pub struct PhotoUpdatePolicySpec {
     pub management_policy: ManagementPolicy,
 
     /// How often the tenant is read to detect drift, as a duration such as
-    /// 30m or 1h. Default 1h, minimum 5m.
+    /// 30m, 1h or 1h30m (units h, m, s, ms, us, ns; no days, no spaces).
+    /// Default 1h, minimum 5m, maximum 720h.
     #[serde(default = "default_sync_interval")]
     #[x_kube(validation = kube::core::Rule::new(SYNC_INTERVAL_RULE)
-        .message("syncInterval must be a duration of at least 5m, such as 30m or 1h"))]
+        .message("syncInterval must be a duration from 5m to 720h, such as 30m or 1h"))]
     #[schemars(length(max = 32))]
     pub sync_interval: kube::core::Duration,
 
@@ -154,10 +153,11 @@ pub struct PhotoUpdatePolicySpec {
 }
 
 /// CEL rule for `syncInterval`: a Go duration (checked first, because
-/// `duration()` fails with an unhelpful message on other strings) of at
-/// least five minutes.
-const SYNC_INTERVAL_RULE: &str =
-    "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('5m')";
+/// `duration()` fails with an unhelpful message on other strings) from five
+/// minutes to 30 days. The upper bound also keeps `duration()` clear of its
+/// overflow at about 2562047h, where the API server and offline validation
+/// would disagree.
+const SYNC_INTERVAL_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('5m') && duration(self) <= duration('720h')";
 
 /// CEL rule for a tenant ID: a GUID, or a DNS name with at least two labels.
 const TENANT_ID_RULE: &str = "self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$') || self.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\\\\.)+[a-zA-Z]{2,63}$')";
@@ -252,6 +252,9 @@ impl JsonSchema for RoleRef {
             "maxLength": 64,
             "x-kubernetes-validations": [{
                 "rule": ROLE_RULE,
+                // The API server falls back to `message` when the
+                // expression's result holds a line break.
+                "message": ROLE_FALLBACK_MESSAGE,
                 "messageExpression": ROLE_MESSAGE,
             }],
         })
@@ -259,6 +262,8 @@ impl JsonSchema for RoleRef {
 }
 
 const ROLE_RULE: &str = "self in ['GlobalAdministrator', 'UserAdministrator', 'PeopleAdministrator'] || self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')";
+
+const ROLE_FALLBACK_MESSAGE: &str = "allowedRoles entries must be role template IDs with no spaces, such as fe930be7-5e62-47db-91af-98c3a49a38b1, or GlobalAdministrator, UserAdministrator or PeopleAdministrator";
 
 const ROLE_MESSAGE: &str = "'\"' + self + '\" is not a role template ID or role name: write the ID with no spaces, such as fe930be7-5e62-47db-91af-98c3a49a38b1, or use GlobalAdministrator, UserAdministrator or PeopleAdministrator'";
 
