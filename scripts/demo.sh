@@ -32,7 +32,7 @@ trap cleanup EXIT
 
 step "building the operator and the Graph emulator"
 cargo build --quiet --bins
-bin="$repo/target/debug"
+bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
 
 step "starting kube-apiserver and etcd (built from the Go module registry on first use)"
 eval "$(tests/apiserver/env.sh start)"

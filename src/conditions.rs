@@ -39,6 +39,8 @@ pub mod reason {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// The Secret exists but lacks the key, or the value is empty.
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    /// An older policy manages the same tenant; this one stands aside.
+    pub const CONFLICT: &str = "Conflict";
     /// The Kubernetes API server failed a request the operator needed.
     pub const KUBERNETES_ERROR: &str = "KubernetesError";
 }

@@ -2,7 +2,7 @@
 //! and Events. Graph details live in `graph` and `reconcile`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::conditions::{self, READY, SYNCED, reason};
 use crate::graph::{Credential, ErrorClass, GraphClient, SecretString, Target};
 use crate::metrics::Metrics;
+use crate::ownership;
 use crate::policy::{PhotoUpdatePolicy, PhotoUpdatePolicyStatus, RECONCILE_REQUESTED_AT};
 use crate::reconcile::{
     self, Failure, Outcome, build_status, converge, describe, describe_desired,
@@ -54,6 +55,9 @@ pub struct Context {
     pub graph: GraphClient,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// All cached policies, for the one-owner-per-tenant check. Set once
+    /// the controller starts.
+    store: OnceLock<Store<PhotoUpdatePolicy>>,
     /// Consecutive failed passes per policy, for backoff.
     failures: Mutex<HashMap<ObjectRef<PhotoUpdatePolicy>, u32>>,
     /// Settings written per policy and when, to avoid writing twice while
@@ -72,6 +76,7 @@ impl Context {
             client,
             graph,
             metrics,
+            store: OnceLock::new(),
             failures: Mutex::default(),
             pending_writes: Mutex::default(),
         }
@@ -90,7 +95,10 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>) {
     };
 
     let (reader, writer) = reflector::store();
+    let _ = context.store.set(reader.clone());
     let forget_context = context.clone();
+    // Policies that may own a tenant now that its owner is gone.
+    let (heirs_tx, heirs_rx) = futures::channel::mpsc::unbounded();
     // Status writes do not change metadata.generation, so filtering on it
     // (and on annotations) keeps the operator's own writes from triggering
     // another pass.
@@ -98,7 +106,12 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>) {
         .default_backoff()
         .reflect(writer)
         .inspect(move |event| match event {
-            Ok(watcher::Event::Delete(policy)) => forget_context.forget(policy),
+            Ok(watcher::Event::Delete(policy)) => {
+                forget_context.forget(policy);
+                for heir in forget_context.same_tenant(policy) {
+                    let _ = heirs_tx.unbounded_send(heir);
+                }
+            }
             // NOTE: a second `Store::wait_until_ready` waiter next to the
             // controller's own was never woken in kube-runtime 5.0, so
             // readiness is taken from the watch itself.
@@ -110,18 +123,25 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>) {
             predicates::generation.combine(predicates::annotations),
             Default::default(),
         );
+    // Deletions count too: a policy whose Secret is gone must say so.
     let secret_stream = watcher(secrets, watcher::Config::default().any_semantic())
         .default_backoff()
-        .applied_objects();
+        .touched_objects();
 
     let store = reader.clone();
     Controller::for_stream(policy_stream, reader)
         .watches_stream(secret_stream, move |secret| policies_using(&store, &secret))
+        .reconcile_on(heirs_rx)
         .shutdown_on_signal()
         .run(reconcile_policy, error_policy, context)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(error = %reconcile::error_chain(&error), "reconcile failed");
+            match result {
+                Ok(_) => {}
+                // A pass queued for a policy deleted meanwhile: expected.
+                Err(ControllerError::ObjectNotFound(object)) => {
+                    tracing::debug!(%object, "policy deleted before its pass")
+                }
+                Err(error) => warn!(error = %reconcile::error_chain(&error), "reconcile failed"),
             }
         })
         .await;
@@ -176,7 +196,7 @@ pub async fn reconcile_policy(
         let now = jiff::Timestamp::now().as_second();
         context.metrics.synced(&namespace, &policy.name_any(), now);
     }
-    report(&policy, &namespace, &context, &outcome).await?;
+    report(&policy, &namespace, &context, &outcome, failures).await?;
     let jitter = rand::rng().random_range(0.9..1.1);
     let delay = reconcile::requeue_after(&outcome, policy.spec.sync_interval(), failures, jitter);
     Ok(delay.map_or_else(Action::await_change, Action::requeue))
@@ -197,6 +217,9 @@ async fn sync(
 ) -> Outcome {
     if policy.spec.suspend {
         return Outcome::Suspended;
+    }
+    if let Some(conflict) = context.conflict(policy) {
+        return failure(conflict);
     }
     let desired = match policy.spec.desired() {
         Ok(desired) => desired,
@@ -317,6 +340,7 @@ async fn report(
     namespace: &str,
     context: &Context,
     outcome: &Outcome,
+    failures: u32,
 ) -> Result<(), Error> {
     let now = Time(jiff::Timestamp::now());
     let previous = policy.status.as_ref();
@@ -325,7 +349,7 @@ async fn report(
         status.last_handled_reconcile_at = Some(requested.clone());
     }
     log_outcome(policy, outcome);
-    publish_events(policy, context, outcome, previous).await;
+    publish_events(policy, context, outcome, previous, failures).await;
     if previous == Some(&status) {
         return Ok(());
     }
@@ -381,14 +405,16 @@ fn log_outcome(policy: &PhotoUpdatePolicy, outcome: &Outcome) {
 }
 
 /// Publishes a Normal Event for each write (DriftCorrected when the tenant
-/// had matched this generation before), and a Warning Event when the Ready
-/// reason changes to a failure or to drift. Repeated passes with the
+/// had matched this generation before), a Warning Event for failures as
+/// [`should_warn`] decides, and one when drift is first seen in Observe
+/// mode. Repeated passes with the
 /// same result publish nothing.
 async fn publish_events(
     policy: &PhotoUpdatePolicy,
     context: &Context,
     outcome: &Outcome,
     previous: Option<&PhotoUpdatePolicyStatus>,
+    failures: u32,
 ) {
     let previous_reason = previous
         .and_then(|status| conditions::find(&status.conditions, READY))
@@ -424,11 +450,13 @@ async fn publish_events(
                 describe(observed)
             ),
         )),
-        Outcome::Failed { failure, .. } if previous_reason != Some(&failure.reason) => Some((
-            EventType::Warning,
-            failure.reason.clone(),
-            failure.message.clone(),
-        )),
+        Outcome::Failed { failure, .. } if should_warn(failure, previous_reason, failures) => {
+            Some((
+                EventType::Warning,
+                failure.reason.clone(),
+                failure.message.clone(),
+            ))
+        }
         Outcome::DriftDetected { observed, desired }
             if previous_reason != Some(reason::DRIFT_DETECTED) =>
         {
@@ -461,7 +489,57 @@ async fn publish_events(
     }
 }
 
+/// Consecutive failures after which a failure that retries by itself
+/// (transient or throttled) is worth a Warning Event.
+const WARN_AFTER_FAILURES: u32 = 3;
+
+/// Decides whether a failure gets a Warning Event: a failure that needs a
+/// human when its reason changes, one that retries by itself once it has
+/// failed [`WARN_AFTER_FAILURES`] times in a row.
+fn should_warn(failure: &Failure, previous_reason: Option<&str>, failures: u32) -> bool {
+    match failure.class {
+        ErrorClass::Permanent => previous_reason != Some(failure.reason.as_str()),
+        _ => failures == WARN_AFTER_FAILURES,
+    }
+}
+
 impl Context {
+    /// Returns a Conflict failure when an older policy manages the same
+    /// tenant.
+    fn conflict(&self, policy: &PhotoUpdatePolicy) -> Option<Failure> {
+        let store = self.store.get()?;
+        let all = store.state();
+        let owner = ownership::owner(policy, all.iter().map(AsRef::as_ref));
+        if ownership::same_object(owner, policy) {
+            return None;
+        }
+        Some(Failure::permanent(
+            reason::CONFLICT,
+            format!(
+                "tenant {} ({:?} cloud) is already managed by PhotoUpdatePolicy {}/{}, which is older; \
+                 delete one of the two policies",
+                policy.spec.tenant_id,
+                policy.spec.cloud,
+                owner.namespace().unwrap_or_default(),
+                owner.name_any()
+            ),
+        ))
+    }
+
+    /// Returns the cached policies that name the same tenant as `policy`.
+    fn same_tenant(&self, policy: &PhotoUpdatePolicy) -> Vec<ObjectRef<PhotoUpdatePolicy>> {
+        let Some(store) = self.store.get() else {
+            return Vec::new();
+        };
+        let key = ownership::tenant_key(policy);
+        store
+            .state()
+            .iter()
+            .filter(|other| ownership::tenant_key(other) == key)
+            .map(|other| ObjectRef::from_obj(other.as_ref()))
+            .collect()
+    }
+
     /// Drops what is kept about a deleted policy.
     fn forget(&self, policy: &PhotoUpdatePolicy) {
         let key = ObjectRef::from_obj(policy);

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod graph;
 pub mod metrics;
 pub mod oneshot;
+pub mod ownership;
 pub mod policy;
 pub mod reconcile;
 pub mod settings;

@@ -13,6 +13,7 @@ use photo_policy_operator::metrics::{self, Metrics};
 use photo_policy_operator::oneshot::{self, Mode};
 use photo_policy_operator::policy::PhotoUpdatePolicy;
 use photo_policy_operator::telemetry::{self, LogFormat};
+use tokio::signal::unix::SignalKind;
 use tracing::info;
 
 /// Keeps Microsoft 365 profile photo update settings as code.
@@ -55,7 +56,8 @@ struct GraphArgs {
     #[arg(long, value_name = "FILE")]
     extra_ca_file: Option<String>,
     /// Timeout of one Graph or token request, in seconds.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=600))]
     request_timeout: u64,
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -129,6 +131,7 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         namespace = args.namespace.as_deref().unwrap_or("*"),
         "starting controller"
     );
+    tokio::spawn(exit_if_shutdown_hangs());
     controller::run(
         Arc::new(Context::new(client, graph, metrics)),
         args.namespace,
@@ -136,6 +139,30 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     .await;
     info!("controller stopped");
     Ok(())
+}
+
+/// Time a stop request gives running passes (such as a write in flight)
+/// before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Exits the process when a graceful stop has not finished within
+/// [`SHUTDOWN_GRACE`] of SIGTERM or Ctrl-C, for example while the controller
+/// still waits for a CRD that was never installed.
+async fn exit_if_shutdown_hangs() {
+    let mut terminate = match tokio::signal::unix::signal(SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
+    tracing::error!("graceful stop did not finish within {SHUTDOWN_GRACE:?}, exiting");
+    std::process::exit(1);
 }
 
 async fn one_shot(args: OneShotArgs, mode: Mode) -> anyhow::Result<u8> {

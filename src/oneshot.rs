@@ -202,8 +202,12 @@ async fn wait_for_write(
 ) -> Outcome {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(500);
-    while tokio::time::Instant::now() + delay <= deadline {
-        tokio::time::sleep(delay).await;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
         delay = (delay * 2).min(Duration::from_secs(5));
         if let Ok(observed) = graph.get_settings(target).await {
             if observed.matches(desired) {

@@ -106,26 +106,41 @@ fn string_field(value: &Value, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Graph's photoUpdateSettings body. Unknown properties, `id` and
-/// `@odata.*` annotations are ignored.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SettingsBody {
-    #[serde(default)]
-    source: Option<String>,
-    #[serde(default)]
-    allowed_roles: Option<Vec<String>>,
+/// Parses a GET response body. Values are kept verbatim, including enum
+/// members this build does not know; `@odata.*` annotations and unknown
+/// properties are ignored. A property of an unexpected JSON type (a number
+/// for `source`, a string for `allowedRoles`) is kept as its JSON text, so
+/// it shows in the status and counts as drift that Enforce corrects. Only
+/// a body that is not a JSON object is an error, described briefly.
+pub(crate) fn parse_settings(body: &[u8]) -> Result<ObservedSettings, String> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| format!("the body is not a photoUpdateSettings object ({err})"))?;
+    let Value::Object(object) = value else {
+        return Err("the body is not a photoUpdateSettings object (not a JSON object)".into());
+    };
+    Ok(ObservedSettings {
+        source: object.get("source").and_then(verbatim),
+        allowed_roles: object.get("allowedRoles").and_then(|roles| match roles {
+            Value::Null => None,
+            Value::Array(items) => Some(items.iter().map(text_of).collect()),
+            other => Some(vec![text_of(other)]),
+        }),
+    })
 }
 
-/// Parses a GET response body. Values are kept verbatim, including enum
-/// members this build does not know. The error is a short description.
-pub(crate) fn parse_settings(body: &[u8]) -> Result<ObservedSettings, String> {
-    let parsed: SettingsBody = serde_json::from_slice(body)
-        .map_err(|err| format!("the body is not a photoUpdateSettings object ({err})"))?;
-    Ok(ObservedSettings {
-        source: parsed.source,
-        allowed_roles: parsed.allowed_roles,
-    })
+/// Returns a string as it is, null as `None`, and anything else as JSON.
+fn verbatim(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        other => Some(text_of(other)),
+    }
+}
+
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// An access token and how long it is valid from when it was issued.
@@ -315,8 +330,20 @@ mod tests {
     #[test]
     fn settings_malformed_rejected() {
         assert!(parse_settings(b"<html></html>").is_err());
-        assert!(parse_settings(br#"{"source":5}"#).is_err());
-        assert!(parse_settings(br#"{"allowedRoles":"x"}"#).is_err());
+        assert!(parse_settings(b"[]").is_err());
+        assert!(parse_settings(b"\"cloud\"").is_err());
+    }
+
+    #[test]
+    fn settings_wrong_types_kept_as_json_text() {
+        let parsed = parse_settings(br#"{"source":5,"allowedRoles":"x"}"#).unwrap();
+        assert_eq!(parsed.source.as_deref(), Some("5"));
+        assert_eq!(parsed.allowed_roles, Some(vec!["x".to_string()]));
+        let parsed = parse_settings(br#"{"allowedRoles":[null, 7, "a"]}"#).unwrap();
+        assert_eq!(
+            parsed.allowed_roles,
+            Some(vec!["null".to_string(), "7".to_string(), "a".to_string()])
+        );
     }
 
     #[test]
