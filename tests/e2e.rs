@@ -577,3 +577,103 @@ async fn metrics_and_health_served() {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn second_policy_for_tenant_stands_aside() {
+    if !enabled("second_policy_for_tenant_stands_aside") {
+        return;
+    }
+    let mut harness = Harness::start("conflict").await;
+    harness.put_secret("creds", SECRET).await;
+    harness
+        .create_policy("first", spec("shared.onmicrosoft.com", "creds", json!({})))
+        .await;
+    harness.wait_ready("first").await;
+    // Same tenant in another letter case, asking for something else.
+    harness
+        .create_policy(
+            "second",
+            spec(
+                "SHARED.onmicrosoft.com",
+                "creds",
+                json!({"source": "onPremises"}),
+            ),
+        )
+        .await;
+    let second = harness
+        .wait_condition("second", "Stalled", "True", "Conflict")
+        .await;
+    let ready = second
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready");
+    let message = &ready.unwrap().message;
+    assert!(
+        message.contains(&format!("{}/first", harness.namespace)),
+        "{message}"
+    );
+    assert_eq!(
+        stats(&harness).await["totals"]["patches"],
+        0,
+        "the two never fought"
+    );
+
+    // Ownership survives a restart of the operator.
+    harness.stop_operator();
+    harness.start_operator();
+    let patch = json!({"metadata": {"annotations": {"photopolicy.io/reconcile-requested-at": "after-restart"}}});
+    harness
+        .policies()
+        .patch("second", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    harness
+        .wait_for("second", "the restarted operator's pass", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.as_deref())
+                == Some("after-restart")
+                && condition_is(p, "Stalled", "True", "Conflict")
+        })
+        .await;
+    assert_eq!(
+        tenant_settings(&harness, "shared.onmicrosoft.com").await["source"],
+        "cloud"
+    );
+
+    // Deleting the owner hands the tenant to the other policy at once.
+    harness
+        .policies()
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    harness.wait_ready("second").await;
+    assert_eq!(
+        tenant_settings(&harness, "shared.onmicrosoft.com").await["source"],
+        "onPremises"
+    );
+}
+
+#[tokio::test]
+async fn deleted_secret_is_reported() {
+    if !enabled("deleted_secret_is_reported") {
+        return;
+    }
+    let harness = Harness::start("secretgone").await;
+    harness.put_secret("creds", SECRET).await;
+    harness
+        .create_policy("p", spec("gone.onmicrosoft.com", "creds", json!({})))
+        .await;
+    harness.wait_ready("p").await;
+    harness
+        .secrets()
+        .delete("creds", &DeleteParams::default())
+        .await
+        .unwrap();
+    harness
+        .wait_condition("p", "Stalled", "True", "SecretNotFound")
+        .await;
+}
