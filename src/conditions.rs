@@ -39,6 +39,10 @@ pub mod reason {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// The Secret exists but lacks the key, or the value is empty.
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    /// The Secret of a ClientCertificate credential contains a certificate or
+    /// private key that cannot be used: not PEM, not RSA, or a key that does
+    /// not belong to the certificate.
+    pub const INVALID_CLIENT_CERTIFICATE: &str = "InvalidClientCertificate";
     /// An older policy manages the same tenant; this one stands aside.
     pub const CONFLICT: &str = "Conflict";
     /// The Kubernetes API server failed a request the operator needed.

@@ -19,7 +19,7 @@ use rand::Rng;
 use tracing::{info, warn};
 
 use crate::conditions::{self, READY, SYNCED, reason};
-use crate::graph::{Credential, ErrorClass, GraphClient, SecretString, Target};
+use crate::graph::{ErrorClass, GraphClient, Target};
 use crate::metrics::Metrics;
 use crate::ownership;
 use crate::policy::{PhotoUpdatePolicy, PhotoUpdatePolicyStatus, RECONCILE_REQUESTED_AT};
@@ -256,81 +256,13 @@ fn failure(failure: Failure) -> Outcome {
     }
 }
 
-/// Reads the credential Secret and builds the Graph target.
+/// Reads the policy's credential and builds the Graph target.
 async fn load_target(
     policy: &PhotoUpdatePolicy,
     namespace: &str,
     client: &Client,
 ) -> Result<Target, Failure> {
-    let credentials = &policy.spec.credentials;
-    let Some(secret_ref) = credentials.secret_ref.as_ref() else {
-        return Err(Failure::permanent(
-            reason::INVALID_SPEC,
-            "credentials.secretRef is required when credentials.type is ClientSecret",
-        ));
-    };
-    let key = policy.spec.secret_key();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = match secrets.get_opt(&secret_ref.name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => {
-            return Err(Failure::permanent(
-                reason::SECRET_NOT_FOUND,
-                format!("Secret {namespace}/{} not found", secret_ref.name),
-            ));
-        }
-        Err(error) => return Err(secret_read_failure(namespace, &secret_ref.name, &error)),
-    };
-    let value = secret_value(&secret, key).map_err(|problem| {
-        Failure::permanent(
-            reason::SECRET_KEY_MISSING,
-            format!("Secret {namespace}/{} {problem}", secret_ref.name),
-        )
-    })?;
-    Ok(Target {
-        cloud: policy.spec.cloud,
-        tenant_id: policy.spec.tenant_id.clone(),
-        client_id: credentials.client_id.clone(),
-        credential: Credential::ClientSecret(value),
-    })
-}
-
-/// Describes a failed Secret read. A 403 needs a change to the operator's
-/// RBAC, so it is permanent; anything else is retried.
-fn secret_read_failure(namespace: &str, name: &str, error: &kube::Error) -> Failure {
-    let (detail, class) = match error {
-        kube::Error::Api(status) if status.code == 403 => (
-            "403 Forbidden: the operator's ClusterRole must grant get on secrets".to_string(),
-            ErrorClass::Permanent,
-        ),
-        kube::Error::Api(status) => (
-            format!("{} {}: {}", status.code, status.reason, status.message),
-            ErrorClass::Transient,
-        ),
-        other => (other.to_string(), ErrorClass::Transient),
-    };
-    Failure {
-        reason: reason::KUBERNETES_ERROR.to_string(),
-        message: format!("failed to read Secret {namespace}/{name}: {detail}"),
-        class,
-    }
-}
-
-/// Returns the trimmed value of `key`, or what is wrong with it.
-fn secret_value(secret: &Secret, key: &str) -> Result<SecretString, String> {
-    let Some(bytes) = secret.data.as_ref().and_then(|data| data.get(key)) else {
-        return Err(format!("has no key {key:?}"));
-    };
-    let Ok(text) = std::str::from_utf8(&bytes.0) else {
-        return Err(format!("key {key:?} is not UTF-8 text"));
-    };
-    // A trailing newline from `echo secret > file` is never part of a
-    // client secret.
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(format!("key {key:?} is empty"));
-    }
-    Ok(SecretString::new(trimmed.to_string()))
+    crate::credentials::load_target(policy, namespace, client).await
 }
 
 /// Writes the status when it changed and publishes Events for what a user

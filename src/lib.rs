@@ -3,6 +3,7 @@
 
 pub mod conditions;
 pub mod controller;
+pub mod credentials;
 pub mod graph;
 pub mod metrics;
 pub mod oneshot;

@@ -179,12 +179,28 @@ pub enum ManagementPolicy {
 /// Application identity and where its credential is stored.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new(
-    "self.type != 'ClientSecret' || has(self.secretRef)"
-).message("credentials.secretRef is required when credentials.type is ClientSecret"))]
+#[x_kube(
+    validation = kube::core::Rule::new("self.type != 'ClientSecret' || has(self.secretRef)")
+        .message("credentials.secretRef is required when credentials.type is ClientSecret"),
+    validation = kube::core::Rule::new("self.type != 'ClientCertificate' || has(self.secretRef)")
+        .message(
+            "credentials.secretRef is required when credentials.type is ClientCertificate: name \
+             a Secret with the keys tls.crt and tls.key"
+        ),
+    validation = kube::core::Rule::new("self.type != 'WorkloadIdentity' || !has(self.secretRef)")
+        .message(
+            "credentials.secretRef must be absent when credentials.type is WorkloadIdentity: the \
+             operator signs in with its own ServiceAccount token"
+        )
+)]
 pub struct Credentials {
-    /// Kind of credential. ClientSecret: the application's client secret,
-    /// read from the Secret named by secretRef.
+    /// Kind of credential: ClientSecret, ClientCertificate or
+    /// WorkloadIdentity. ClientSecret reads the application's client secret
+    /// from the Secret named by secretRef. ClientCertificate reads a
+    /// certificate (tls.crt) and its RSA private key (tls.key) from the
+    /// Secret named by secretRef. WorkloadIdentity uses no Secret: the
+    /// operator presents its own ServiceAccount token, which a federated
+    /// credential of the application must trust.
     #[serde(rename = "type")]
     pub kind: CredentialType,
 
@@ -197,7 +213,9 @@ pub struct Credentials {
     #[schemars(length(max = 36))]
     pub client_id: String,
 
-    /// Secret in the policy's namespace that holds the credential.
+    /// Secret in the policy's namespace that contains the credential.
+    /// Required for ClientSecret and ClientCertificate, and must be absent for
+    /// WorkloadIdentity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
 }
@@ -207,6 +225,17 @@ pub struct Credentials {
 pub enum CredentialType {
     /// A client secret of the app registration, stored in a Secret.
     ClientSecret,
+    /// A certificate registered with the app registration, and its RSA
+    /// private key, stored in a Secret (type kubernetes.io/tls or Opaque)
+    /// under the keys tls.crt and tls.key. The operator signs each token
+    /// request with the key.
+    ClientCertificate,
+    /// Workload identity federation: the operator presents the Kubernetes
+    /// ServiceAccount token in the file that its AZURE_FEDERATED_TOKEN_FILE
+    /// environment variable names. The app
+    /// registration needs a federated credential that trusts the operator's
+    /// ServiceAccount. No Secret is read.
+    WorkloadIdentity,
 }
 
 /// A key of a Secret in the policy's namespace.
@@ -221,7 +250,8 @@ pub struct SecretKeyRef {
     pub name: String,
 
     /// Key in the Secret's data that holds the client secret. Default
-    /// clientSecret.
+    /// clientSecret. Not used with ClientCertificate, which always reads the
+    /// keys tls.crt and tls.key.
     #[serde(default = "default_secret_key")]
     #[schemars(length(min = 1, max = 253))]
     pub key: String,

@@ -2,6 +2,7 @@
 //! GET and PATCH, logging and error mapping.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -11,12 +12,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use url::Url;
 
+use super::assertion::{AssertionRequest, JWT_BEARER, client_assertion};
 use super::error::{GraphError, Operation, TransportKind};
 use super::response::{
     IssuedToken, parse_aad_error, parse_odata_error, parse_settings, parse_token_response,
     retry_after,
 };
-use super::token::{Token, TokenCache};
+use super::token::{SecretString, Token, TokenCache};
 use super::{Credential, EndpointOverrides, Endpoints, RequestObserver, Target};
 use crate::settings::{DesiredSettings, ObservedSettings};
 
@@ -297,14 +299,14 @@ impl GraphClient {
         target: &Target,
     ) -> Result<IssuedToken, GraphError> {
         let url = token_url(&endpoints.authority, &target.tenant_id);
-        let Credential::ClientSecret(secret) = &target.credential;
+        let proof = proof_of_identity(target, &url).await?;
         let scope = target.cloud.scope();
-        let form = [
+        let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", target.client_id.as_str()),
-            ("client_secret", secret.expose()),
             ("scope", scope.as_str()),
         ];
+        form.extend(proof.iter().map(|(name, value)| (*name, value.expose())));
         let call = GraphCall {
             operation: Operation::TokenRequest,
             tenant: &target.tenant_id,
@@ -463,6 +465,59 @@ impl GraphCall<'_> {
     }
 }
 
+/// Returns the form fields that prove the application's identity: the client
+/// secret, or a client assertion (a fresh signed JWT for a certificate, the
+/// federated token file's current contents for workload identity).
+async fn proof_of_identity(
+    target: &Target,
+    token_url: &Url,
+) -> Result<Vec<(&'static str, SecretString)>, GraphError> {
+    let assertion = match &target.credential {
+        Credential::ClientSecret(secret) => return Ok(vec![("client_secret", secret.clone())]),
+        Credential::ClientCertificate {
+            certificate_der,
+            key,
+        } => {
+            let request = AssertionRequest {
+                certificate_der,
+                key,
+                client_id: &target.client_id,
+                audience: token_url.as_str(),
+                now: jiff::Timestamp::now().as_second(),
+            };
+            client_assertion(&request).map_err(|source| GraphError::Signing {
+                tenant: target.tenant_id.clone(),
+                source,
+            })?
+        }
+        Credential::WorkloadIdentity { token_file } => {
+            read_federated_token(token_file, &target.tenant_id).await?
+        }
+    };
+    Ok(vec![
+        ("client_assertion_type", SecretString::new(JWT_BEARER)),
+        ("client_assertion", assertion),
+    ])
+}
+
+/// Reads the federated token file. Errors name the file, never its contents.
+async fn read_federated_token(path: &Path, tenant: &str) -> Result<SecretString, GraphError> {
+    let failed = |problem: String| GraphError::FederatedToken {
+        tenant: tenant.to_string(),
+        path: path.to_path_buf(),
+        problem,
+    };
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|error| failed(format!("cannot be read: {error}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| failed("is not UTF-8 text".to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(failed("is empty".to_string()));
+    }
+    Ok(SecretString::new(token))
+}
+
 /// Builds the PATCH body. Both properties are always present, with `[]`
 /// for an empty role set, because Graph keeps the old value of a property
 /// left out.
@@ -566,6 +621,46 @@ mod tests {
             token_url(&authority, "a/b?c").as_str(),
             "https://login.microsoftonline.com/a%2Fb%3Fc/oauth2/v2.0/token"
         );
+    }
+
+    #[tokio::test]
+    async fn federated_token_errors_name_the_file_only() {
+        let dir = std::env::temp_dir().join(format!("ppo-token-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("token");
+        let problem = |error: GraphError| match error {
+            GraphError::FederatedToken {
+                path: named,
+                problem,
+                ..
+            } => {
+                assert_eq!(named, path);
+                problem
+            }
+            other => panic!("unexpected error {other}"),
+        };
+
+        let missing = read_federated_token(&path, "t").await.unwrap_err();
+        assert_eq!(
+            missing.reason(),
+            crate::graph::reason::FEDERATED_TOKEN_UNAVAILABLE
+        );
+        assert!(missing.to_string().contains(&path.display().to_string()));
+        assert!(problem(missing).starts_with("cannot be read: "));
+
+        std::fs::write(&path, " \n").unwrap();
+        let empty = read_federated_token(&path, "t").await.unwrap_err();
+        assert_eq!(problem(empty), "is empty");
+
+        std::fs::write(&path, b"\xffsecret-token-bytes").unwrap();
+        let binary = read_federated_token(&path, "t").await.unwrap_err();
+        assert!(!binary.to_string().contains("secret-token-bytes"));
+        assert_eq!(problem(binary), "is not UTF-8 text");
+
+        std::fs::write(&path, "header.claims.signature\n").unwrap();
+        let token = read_federated_token(&path, "t").await.unwrap();
+        assert_eq!(token.expose(), "header.claims.signature");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

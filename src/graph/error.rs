@@ -7,6 +7,7 @@
 //! token endpoint's `error_description` because it can echo request input.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,9 +55,12 @@ pub mod reason {
     pub const GRAPH_REJECTED: &str = "GraphRejected";
     /// The response could not be understood.
     pub const UNEXPECTED_RESPONSE: &str = "UnexpectedResponse";
+    /// The federated token file of workload identity cannot be read, or
+    /// the operator has no `AZURE_FEDERATED_TOKEN_FILE` variable.
+    pub const FEDERATED_TOKEN_UNAVAILABLE: &str = "FederatedTokenUnavailable";
 
     /// Every reason above, for documentation and tests.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         INVALID_CLIENT_SECRET,
         CLIENT_SECRET_EXPIRED,
         APPLICATION_NOT_FOUND,
@@ -70,6 +74,7 @@ pub mod reason {
         NETWORK_ERROR,
         GRAPH_REJECTED,
         UNEXPECTED_RESPONSE,
+        FEDERATED_TOKEN_UNAVAILABLE,
     ];
 }
 
@@ -171,6 +176,33 @@ pub enum GraphError {
         request_id: Option<String>,
         client_request_id: Option<String>,
     },
+
+    /// The federated token file could not be used, so no token request was
+    /// sent. The message names the file but never shows its contents.
+    #[error(
+        "token request for tenant {tenant:?} not sent: the federated token file {} {problem}; \
+         check that the operator's pod mounts a projected ServiceAccount token there (the \
+         Azure workload identity webhook does so for pods labelled \
+         azure.workload.identity/use: \"true\")",
+        .path.display()
+    )]
+    FederatedToken {
+        tenant: String,
+        path: PathBuf,
+        /// Problem with the file, such as "cannot be read: No such file or
+        /// directory (os error 2)" or "is empty".
+        problem: String,
+    },
+
+    /// Signing the client assertion failed, so no token request was sent.
+    #[error(
+        "token request for tenant {tenant:?} not sent: {source}; the operator retries with backoff"
+    )]
+    Signing {
+        tenant: String,
+        #[source]
+        source: super::certificate::SigningFailed,
+    },
 }
 
 impl GraphError {
@@ -190,7 +222,10 @@ impl GraphError {
                 cached_token,
                 ..
             } => graph_class(*status, *retry_after, *cached_token),
-            Self::Transport { .. } | Self::UnexpectedResponse { .. } => ErrorClass::Transient,
+            Self::Transport { .. } | Self::UnexpectedResponse { .. } | Self::Signing { .. } => {
+                ErrorClass::Transient
+            }
+            Self::FederatedToken { .. } => ErrorClass::Permanent,
         }
     }
 
@@ -207,6 +242,8 @@ impl GraphError {
             Self::Graph { status, .. } => graph_reason(*status),
             Self::Transport { .. } => reason::NETWORK_ERROR,
             Self::UnexpectedResponse { .. } => reason::UNEXPECTED_RESPONSE,
+            Self::FederatedToken { .. } => reason::FEDERATED_TOKEN_UNAVAILABLE,
+            Self::Signing { .. } => reason::AUTHENTICATION_FAILED,
         }
     }
 
@@ -216,7 +253,10 @@ impl GraphError {
             Self::Graph { request_id, .. } | Self::UnexpectedResponse { request_id, .. } => {
                 request_id.as_deref()
             }
-            Self::Token { .. } | Self::Transport { .. } => None,
+            Self::Token { .. }
+            | Self::Transport { .. }
+            | Self::FederatedToken { .. }
+            | Self::Signing { .. } => None,
         }
     }
 
@@ -226,7 +266,7 @@ impl GraphError {
             Self::Token { status, .. }
             | Self::Graph { status, .. }
             | Self::UnexpectedResponse { status, .. } => Some(*status),
-            Self::Transport { .. } => None,
+            Self::Transport { .. } | Self::FederatedToken { .. } | Self::Signing { .. } => None,
         }
     }
 }
@@ -725,6 +765,36 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("): Invalid role; check"), "{message}");
+    }
+
+    #[test]
+    fn federated_token_error_is_permanent_and_names_the_file() {
+        let err = GraphError::FederatedToken {
+            tenant: "contoso.onmicrosoft.com".into(),
+            path: "/var/run/secrets/azure/tokens/azure-identity-token".into(),
+            problem: "is empty".into(),
+        };
+        assert_eq!(err.class(), PERMANENT);
+        assert_eq!(err.reason(), reason::FEDERATED_TOKEN_UNAVAILABLE);
+        assert_eq!(err.status(), None);
+        let message = err.to_string();
+        assert!(
+            message.starts_with(
+                "token request for tenant \"contoso.onmicrosoft.com\" not sent: the federated \
+                 token file /var/run/secrets/azure/tokens/azure-identity-token is empty; check"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn signing_failure_is_transient() {
+        let err = GraphError::Signing {
+            tenant: "t".into(),
+            source: crate::graph::certificate::SigningFailed,
+        };
+        assert_eq!(err.class(), ErrorClass::Transient);
+        assert_eq!(err.reason(), reason::AUTHENTICATION_FAILED);
     }
 
     #[test]

@@ -103,17 +103,31 @@ impl TokenCache {
 
     /// Builds the cache key of a token for `target` at `endpoints`.
     pub fn key(&self, endpoints: &Endpoints, target: &Target) -> CacheKey {
-        let credential = match &target.credential {
-            Credential::ClientSecret(secret) => self
-                .fingerprint_keys
-                .hash_one(("client_secret", secret.expose())),
-        };
+        let credential = self.fingerprint(&target.credential);
         CacheKey {
             authority: endpoints.authority.as_str().to_string(),
             tenant: target.tenant_id.clone(),
             client_id: target.client_id.clone(),
             scope: target.cloud.scope(),
             credential,
+        }
+    }
+
+    /// Returns a keyed hash of the credential. It changes with the secret, the
+    /// certificate, the key (through its public half) or the path of the
+    /// federated token file. A rotated federated token keeps the entry,
+    /// because tokens issued for the old one stay valid.
+    fn fingerprint(&self, credential: &Credential) -> u64 {
+        let keys = &self.fingerprint_keys;
+        match credential {
+            Credential::ClientSecret(secret) => keys.hash_one(("client_secret", secret.expose())),
+            Credential::ClientCertificate {
+                certificate_der,
+                key,
+            } => keys.hash_one(("client_certificate", certificate_der, key.public_key())),
+            Credential::WorkloadIdentity { token_file } => {
+                keys.hash_one(("workload_identity", token_file))
+            }
         }
     }
 
@@ -291,6 +305,58 @@ mod tests {
         let cache = TokenCache::new();
         assert_eq!(key(&cache, "a"), key(&cache, "a"));
         assert_ne!(key(&cache, "a"), key(&cache, "b"));
+    }
+
+    #[test]
+    fn key_changes_with_certificate_or_key() {
+        let material = crate::graph::test_keys::material();
+        let cache = TokenCache::new();
+        let endpoints = Endpoints::resolve(Cloud::Global, &EndpointOverrides::default());
+        let pem_key = |pem: &str| crate::graph::PrivateKey::from_pem(pem.as_bytes()).unwrap();
+        let key_of = |certificate_der: &[u8], key| {
+            let credential = Credential::ClientCertificate {
+                certificate_der: certificate_der.to_vec(),
+                key,
+            };
+            cache.key(
+                &endpoints,
+                &Target {
+                    credential,
+                    ..target("unused")
+                },
+            )
+        };
+        let original = key_of(&material.certificate_der, pem_key(&material.pkcs8_pem));
+        let same_key_pkcs1 = key_of(&material.certificate_der, pem_key(&material.pkcs1_pem));
+        let other_key = key_of(
+            &material.certificate_der,
+            pem_key(&material.other_pkcs8_pem),
+        );
+        let other_certificate = key_of(b"another certificate", pem_key(&material.pkcs8_pem));
+        assert_eq!(original, same_key_pkcs1);
+        assert_ne!(original, other_key);
+        assert_ne!(original, other_certificate);
+    }
+
+    #[test]
+    fn key_of_workload_identity_follows_the_file() {
+        let cache = TokenCache::new();
+        let endpoints = Endpoints::resolve(Cloud::Global, &EndpointOverrides::default());
+        let key_of = |path: &str| {
+            let credential = Credential::WorkloadIdentity {
+                token_file: path.into(),
+            };
+            cache.key(
+                &endpoints,
+                &Target {
+                    credential,
+                    ..target("unused")
+                },
+            )
+        };
+        assert_eq!(key_of("/a/token"), key_of("/a/token"));
+        assert_ne!(key_of("/a/token"), key_of("/b/token"));
+        assert_ne!(key_of("/a/token"), key(&cache, "/a/token"));
     }
 
     #[test]

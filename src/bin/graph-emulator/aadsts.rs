@@ -53,6 +53,36 @@ pub enum TokenError {
         "AADSTS50196: The server terminated an operation because it encountered a client request loop. Please contact your app vendor."
     )]
     RequestLoop,
+    /// A client assertion that is not a well-formed JWT for this request.
+    ///
+    /// NOTE: Entra ID documents AADSTS50027 for invalid or malformed JWTs,
+    /// such as an unexpected audience or subject. Its code for a wrong
+    /// `client_assertion_type` is not documented, so that gets 50027 too.
+    #[error("AADSTS50027: JWT token is invalid or malformed. {0}")]
+    InvalidAssertion(String),
+    #[error(
+        "AADSTS700024: Client assertion is not within its valid time range. Current time: {now}, assertion valid from {}, expiry time of assertion {expires}.",
+        not_before.map_or_else(|| "(not set)".to_owned(), |nbf| nbf.to_string())
+    )]
+    AssertionTimeRange {
+        now: i64,
+        not_before: Option<i64>,
+        expires: i64,
+    },
+    #[error(
+        "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application '{0}'."
+    )]
+    CertificateNotRegistered(String),
+    #[error("AADSTS700027: Client assertion failed signature validation.")]
+    InvalidAssertionSignature,
+    #[error(
+        "AADSTS70021: No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. Assertion Subject: '{subject}'. Assertion Audience: '{audience}'."
+    )]
+    NoMatchingFederatedCredential {
+        issuer: String,
+        subject: String,
+        audience: String,
+    },
 }
 
 impl TokenError {
@@ -71,6 +101,12 @@ impl TokenError {
             TokenError::ScopeWithoutDefault(_) => 1002012,
             TokenError::InvalidScope(_) => 70011,
             TokenError::RequestLoop => 50196,
+            TokenError::InvalidAssertion(_) => 50027,
+            TokenError::AssertionTimeRange { .. } => 700024,
+            TokenError::CertificateNotRegistered(_) | TokenError::InvalidAssertionSignature => {
+                700027
+            }
+            TokenError::NoMatchingFederatedCredential { .. } => 70021,
         }
     }
 
@@ -81,7 +117,10 @@ impl TokenError {
             TokenError::UnknownClient { .. } => "unauthorized_client",
             TokenError::MissingCredential
             | TokenError::InvalidSecret(_)
-            | TokenError::ExpiredSecret(_) => "invalid_client",
+            | TokenError::ExpiredSecret(_)
+            | TokenError::AssertionTimeRange { .. }
+            | TokenError::CertificateNotRegistered(_)
+            | TokenError::InvalidAssertionSignature => "invalid_client",
             TokenError::ScopeWithoutDefault(_) | TokenError::InvalidScope(_) => "invalid_scope",
             _ => "invalid_request",
         }

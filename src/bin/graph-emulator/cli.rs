@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::identity::{ANY_TENANT, Permission};
+use crate::assertion::parse_certificate;
+use crate::identity::{ANY_TENANT, Certificate, Permission};
 use crate::tenant_id;
 
 const LONG_ABOUT: &str = "\
@@ -50,6 +51,23 @@ pub struct Args {
         hide_env_values = true
     )]
     pub clients: Vec<ClientSpec>,
+
+    /// Certificate credential of an app, repeatable: token requests may
+    /// authenticate with a client assertion signed by the key of the first
+    /// certificate in CERT_PEM_FILE (PS256 or RS256, with the certificate's
+    /// SHA-256 thumbprint in x5t#S256). Adds to a --client registration of
+    /// the same TENANT and CLIENT_ID, or creates one with read-write
+    /// permission.
+    #[arg(long = "client-cert", value_name = "TENANT:CLIENT_ID:CERT_PEM_FILE")]
+    pub client_certificates: Vec<CertificateSpec>,
+
+    /// Federated identity credential of an app, repeatable: token requests
+    /// may authenticate with a federated token (such as a Kubernetes
+    /// ServiceAccount token with audience api://AzureADTokenExchange) whose
+    /// sub claim is SUBJECT, or any subject with *. The token's signature
+    /// and issuer are not checked. Adds to a registration like --client-cert.
+    #[arg(long = "federated", value_name = "TENANT:CLIENT_ID:SUBJECT")]
+    pub federated: Vec<FederatedSpec>,
 
     /// Lifetime of issued access tokens, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 3599)]
@@ -156,6 +174,76 @@ impl FromStr for ClientSpec {
     }
 }
 
+/// One `--client-cert` value, with the certificate already read.
+#[derive(Clone, Debug)]
+pub struct CertificateSpec {
+    /// Lowercase tenant, or `*`.
+    pub tenant: String,
+    /// Lowercase client ID.
+    pub client_id: String,
+    pub certificate: Certificate,
+}
+
+impl FromStr for CertificateSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (tenant, client_id, path) = registration_fields(text, "CERT_PEM_FILE")?;
+        let pem = std::fs::read(path).map_err(|error| format!("cannot read {path}: {error}"))?;
+        let certificate = parse_certificate(&pem).map_err(|error| format!("{path}: {error}"))?;
+        Ok(CertificateSpec {
+            tenant,
+            client_id,
+            certificate,
+        })
+    }
+}
+
+/// One `--federated` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FederatedSpec {
+    /// Lowercase tenant, or `*`.
+    pub tenant: String,
+    /// Lowercase client ID.
+    pub client_id: String,
+    /// Trusted `sub` claim, or `*`.
+    pub subject: String,
+}
+
+impl FromStr for FederatedSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (tenant, client_id, subject) = registration_fields(text, "SUBJECT")?;
+        Ok(FederatedSpec {
+            tenant,
+            client_id,
+            subject: subject.to_owned(),
+        })
+    }
+}
+
+/// Splits `TENANT:CLIENT_ID:REST`, where REST may contain ':' (file paths,
+/// `system:serviceaccount:NS:NAME` subjects), and normalizes the first two.
+fn registration_fields<'a>(text: &'a str, last: &str) -> Result<(String, String, &'a str), String> {
+    let mut fields = text.splitn(3, ':');
+    let (Some(tenant), Some(client_id), Some(rest)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Err(format!("expected TENANT:CLIENT_ID:{last}"));
+    };
+    if tenant != ANY_TENANT && !tenant_id::is_valid(tenant) {
+        return Err(ClientSpecError::Tenant(tenant.to_owned()).to_string());
+    }
+    if client_id.is_empty() || rest.is_empty() {
+        return Err(format!("CLIENT_ID and {last} must not be empty"));
+    }
+    Ok((
+        tenant_id::normalize(tenant),
+        client_id.to_ascii_lowercase(),
+        rest,
+    ))
+}
+
 fn parse_permission(text: Option<&str>) -> Result<Permission, ClientSpecError> {
     match text {
         None => Ok(Permission::ReadWrite),
@@ -244,6 +332,28 @@ mod tests {
             "contoso.com::s".parse::<ClientSpec>(),
             Err(ClientSpecError::Empty)
         );
+    }
+
+    #[test]
+    fn federated_subject_keeps_its_colons() {
+        let spec: FederatedSpec = "Contoso.com:App:system:serviceaccount:ppo:operator"
+            .parse()
+            .unwrap();
+        assert_eq!(spec.tenant, "contoso.com");
+        assert_eq!(spec.client_id, "app");
+        assert_eq!(spec.subject, "system:serviceaccount:ppo:operator");
+        assert!("*:app:*".parse::<FederatedSpec>().is_ok());
+        assert!("contoso.com:app".parse::<FederatedSpec>().is_err());
+        assert!("contoso:app:sub".parse::<FederatedSpec>().is_err());
+        assert!("contoso.com::sub".parse::<FederatedSpec>().is_err());
+    }
+
+    #[test]
+    fn certificate_spec_names_unreadable_file() {
+        let error = "*:app:/nonexistent/cert.pem"
+            .parse::<CertificateSpec>()
+            .unwrap_err();
+        assert!(error.contains("/nonexistent/cert.pem"), "{error}");
     }
 
     #[test]

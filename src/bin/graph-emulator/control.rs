@@ -13,8 +13,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::assertion::parse_certificate;
 use crate::faults::FaultRule;
-use crate::identity::{ANY_TENANT, Client, Permission};
+use crate::identity::{ANY_TENANT, Certificate, Client, Permission};
 use crate::state::Emulator;
 use crate::tenant_id;
 use crate::tenants::{Settings, TenantOptions};
@@ -32,6 +33,10 @@ pub enum ControlError {
     SettingsNotObject(String),
     #[error("no client {client_id:?} is registered in tenant {tenant:?}")]
     ClientNotFound { tenant: String, client_id: String },
+    #[error("a client needs a secret, a certificate or a federated subject")]
+    NoCredential,
+    #[error("invalid certificate {index}: {problem}")]
+    InvalidCertificate { index: usize, problem: String },
     #[error(transparent)]
     InvalidFault(#[from] crate::faults::FaultRuleError),
 }
@@ -136,11 +141,16 @@ async fn put_options(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewClient {
-    secret: String,
+    secret: Option<String>,
     #[serde(default = "read_write")]
     permission: Permission,
     #[serde(default)]
     secret_expired: bool,
+    /// PEM texts, of which the first certificate of each is registered.
+    #[serde(default)]
+    certificates: Vec<String>,
+    #[serde(default)]
+    federated_subjects: Vec<String>,
 }
 
 fn read_write() -> Permission {
@@ -154,6 +164,21 @@ struct ClientUpdate {
     secret: Option<String>,
     permission: Option<Permission>,
     secret_expired: Option<bool>,
+    /// Replaces the registered certificates.
+    certificates: Option<Vec<String>>,
+    /// Replaces the trusted federated subjects.
+    federated_subjects: Option<Vec<String>>,
+}
+
+/// Reads the certificates of a control request body.
+fn parse_certificates(pems: &[String]) -> Result<Vec<Certificate>, ControlError> {
+    pems.iter()
+        .enumerate()
+        .map(|(index, pem)| {
+            parse_certificate(pem.as_bytes())
+                .map_err(|problem| ControlError::InvalidCertificate { index, problem })
+        })
+        .collect()
 }
 
 async fn list_clients(State(emulator): AppState) -> Response {
@@ -170,11 +195,18 @@ async fn put_client(
         secret,
         permission,
         secret_expired,
+        certificates,
+        federated_subjects,
     } = parse_json(&body)?;
+    if secret.is_none() && certificates.is_empty() && federated_subjects.is_empty() {
+        return Err(ControlError::NoCredential);
+    }
     let client = Client {
         secret,
         permission,
         secret_expired,
+        certificates: parse_certificates(&certificates)?,
+        federated_subjects,
     };
     emulator
         .identity()
@@ -193,13 +225,27 @@ async fn patch_client(
         secret,
         permission,
         secret_expired,
+        certificates,
+        federated_subjects,
     } = parse_json(&body)?;
+    let certificates = certificates
+        .as_deref()
+        .map(parse_certificates)
+        .transpose()?;
+
     let mut identity = emulator.identity();
     let client = identity
         .client_mut(&tenant, &client_id)
         .ok_or(ControlError::ClientNotFound { tenant, client_id })?;
+
     if let Some(secret) = secret {
-        client.secret = secret;
+        client.secret = Some(secret);
+    }
+    if let Some(certificates) = certificates {
+        client.certificates = certificates;
+    }
+    if let Some(federated_subjects) = federated_subjects {
+        client.federated_subjects = federated_subjects;
     }
     if let Some(permission) = permission {
         client.permission = permission;

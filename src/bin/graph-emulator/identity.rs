@@ -29,12 +29,47 @@ impl Permission {
     }
 }
 
-/// An app registration with one client secret.
+/// An app registration and its credentials: a client secret, certificates
+/// and federated identity credentials, in any combination.
 #[derive(Clone, Debug)]
 pub struct Client {
-    pub secret: String,
+    pub secret: Option<String>,
     pub permission: Permission,
     pub secret_expired: bool,
+    /// Certificates whose keys may sign client assertions.
+    pub certificates: Vec<Certificate>,
+    /// `sub` claims of federated tokens that the app trusts, or `*` for any.
+    pub federated_subjects: Vec<String>,
+}
+
+impl Client {
+    /// Returns a registration with no credential and read-write permission.
+    pub fn without_credentials() -> Self {
+        Client {
+            secret: None,
+            permission: Permission::ReadWrite,
+            secret_expired: false,
+            certificates: Vec::new(),
+            federated_subjects: Vec::new(),
+        }
+    }
+
+    /// Returns a registration with one client secret.
+    pub fn with_secret(secret: String, permission: Permission) -> Self {
+        Client {
+            secret: Some(secret),
+            permission,
+            ..Client::without_credentials()
+        }
+    }
+}
+
+/// A registered certificate, kept as DER with its SHA-256 thumbprint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    pub der: Vec<u8>,
+    /// Base64url SHA-256 of `der`, as client assertions carry it in `x5t#S256`.
+    pub thumbprint: String,
 }
 
 /// A registration as the control API shows it, without the secret.
@@ -44,7 +79,11 @@ pub struct ClientView {
     pub tenant: String,
     pub client_id: String,
     pub permission: Permission,
+    pub has_secret: bool,
     pub secret_expired: bool,
+    /// `x5t#S256` thumbprints of the registered certificates.
+    pub certificates: Vec<String>,
+    pub federated_subjects: Vec<String>,
 }
 
 /// Tenant, client, permission and expiry bound to an access token.
@@ -83,6 +122,15 @@ impl Identity {
         self.clients.insert((tenant, client_id), client);
     }
 
+    /// Returns the registration of `client_id` in `tenant`, creating one
+    /// without credentials if there is none, so that credentials given in
+    /// separate options add up.
+    pub fn client_entry(&mut self, tenant: String, client_id: String) -> &mut Client {
+        self.clients
+            .entry((tenant, client_id))
+            .or_insert_with(Client::without_credentials)
+    }
+
     pub fn client_mut(&mut self, tenant: &str, client_id: &str) -> Option<&mut Client> {
         self.clients
             .get_mut(&(tenant.to_owned(), client_id.to_owned()))
@@ -101,7 +149,14 @@ impl Identity {
                 tenant: tenant.clone(),
                 client_id: client_id.clone(),
                 permission: client.permission,
+                has_secret: client.secret.is_some(),
                 secret_expired: client.secret_expired,
+                certificates: client
+                    .certificates
+                    .iter()
+                    .map(|certificate| certificate.thumbprint.clone())
+                    .collect(),
+                federated_subjects: client.federated_subjects.clone(),
             })
             .collect()
     }
@@ -183,11 +238,23 @@ mod tests {
     use super::*;
 
     fn client() -> Client {
-        Client {
-            secret: "s".into(),
-            permission: Permission::ReadWrite,
-            secret_expired: false,
-        }
+        Client::with_secret("s".into(), Permission::ReadWrite)
+    }
+
+    #[test]
+    fn credentials_add_up() {
+        let mut identity = Identity::default();
+        identity.upsert_client("t.com".into(), "app".into(), client());
+        let entry = identity.client_entry("t.com".into(), "app".into());
+        entry
+            .federated_subjects
+            .push("system:serviceaccount:a:b".into());
+        let found = identity.find_client("t.com", "app").unwrap();
+        assert_eq!(found.secret.as_deref(), Some("s"));
+        assert_eq!(found.federated_subjects.len(), 1);
+        let created = identity.client_entry("t.com".into(), "new".into());
+        assert!(created.secret.is_none());
+        assert_eq!(created.permission, Permission::ReadWrite);
     }
 
     #[test]

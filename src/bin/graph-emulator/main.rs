@@ -14,6 +14,7 @@
 
 mod aadsts;
 mod app;
+mod assertion;
 mod cli;
 mod context;
 mod control;
@@ -68,11 +69,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let base_url = emulator.config.base_url.clone();
 
     announce(&base_url)?;
-    tracing::info!(%base_url, clients = args.clients.len(), "graph-emulator started");
-    if args.clients.is_empty() {
+    let registrations = args.clients.len() + args.client_certificates.len() + args.federated.len();
+    tracing::info!(%base_url, registrations, "graph-emulator started");
+    if registrations == 0 {
         tracing::warn!(
-            "no --client given: token requests fail with AADSTS90002 until a client is \
-             registered through PUT /_emulator/tenants/{{tenant}}/clients/{{clientId}}"
+            "no --client, --client-cert or --federated given: token requests fail with \
+             AADSTS90002 until a client is registered through \
+             PUT /_emulator/tenants/{{tenant}}/clients/{{clientId}}"
         );
     }
     server::serve(listener, tls, app::router(emulator), shutdown_signal()).await;

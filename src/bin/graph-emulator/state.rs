@@ -38,15 +38,7 @@ pub struct Emulator {
 impl Emulator {
     /// Creates the state from the options and the address actually bound.
     pub fn new(args: &Args, local_addr: SocketAddr) -> Self {
-        let mut identity = Identity::default();
-        for spec in &args.clients {
-            let client = Client {
-                secret: spec.secret.clone(),
-                permission: spec.permission,
-                secret_expired: false,
-            };
-            identity.upsert_client(spec.tenant.clone(), spec.client_id.clone(), client);
-        }
+        let identity = initial_identity(args);
         let scheme = if args.tls_cert.is_some() {
             "https"
         } else {
@@ -89,6 +81,25 @@ impl Emulator {
     pub fn journal(&self) -> MutexGuard<'_, Journal> {
         lock(&self.journal)
     }
+}
+
+/// Registers the apps of `--client`, then adds the credentials of
+/// `--client-cert` and `--federated` to them (or to new registrations).
+fn initial_identity(args: &Args) -> Identity {
+    let mut identity = Identity::default();
+    for spec in &args.clients {
+        let client = Client::with_secret(spec.secret.clone(), spec.permission);
+        identity.upsert_client(spec.tenant.clone(), spec.client_id.clone(), client);
+    }
+    for spec in &args.client_certificates {
+        let client = identity.client_entry(spec.tenant.clone(), spec.client_id.clone());
+        client.certificates.push(spec.certificate.clone());
+    }
+    for spec in &args.federated {
+        let client = identity.client_entry(spec.tenant.clone(), spec.client_id.clone());
+        client.federated_subjects.push(spec.subject.clone());
+    }
+    identity
 }
 
 /// Locks a mutex, recovering the data if a handler panicked while holding it:

@@ -10,10 +10,11 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::aadsts::TokenError;
+use crate::assertion::{JWT_BEARER, Jwt, check_certificate_assertion, check_federated_assertion};
 use crate::context::{Endpoint, RequestContext, RequestFacts};
 use crate::faults;
 use crate::graph_error::json_response;
-use crate::identity::Grant;
+use crate::identity::{Client, Grant};
 use crate::state::Emulator;
 use crate::tenant_id;
 
@@ -25,16 +26,26 @@ const GRAPH_ROOTS: [&str; 4] = [
     "https://microsoftgraph.chinacloudapi.cn",
 ];
 
+/// Sign-in hosts of the national clouds, under which certificate assertions
+/// may name the token endpoint.
+const AUTHORITIES: [&str; 3] = [
+    "https://login.microsoftonline.com",
+    "https://login.microsoftonline.us",
+    "https://login.chinacloudapi.cn",
+];
+
 /// Application ID of Microsoft Graph, also accepted as `{id}/.default`.
 const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
 
-/// The form fields that the emulator reads. Certificate and federated
-/// credentials (`client_assertion`) are not supported.
+/// The form fields that the emulator reads: a client secret, or a client
+/// assertion for certificate and federated credentials.
 #[derive(Debug, Default)]
 struct TokenForm {
     grant_type: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
     scope: Option<String>,
 }
 
@@ -48,6 +59,8 @@ impl TokenForm {
                 "grant_type" => &mut form.grant_type,
                 "client_id" => &mut form.client_id,
                 "client_secret" => &mut form.client_secret,
+                "client_assertion_type" => &mut form.client_assertion_type,
+                "client_assertion" => &mut form.client_assertion,
                 "scope" => &mut form.scope,
                 _ => continue,
             };
@@ -94,7 +107,8 @@ pub async fn token_endpoint(
 /// Validates the request and returns the token response body.
 ///
 /// NOTE: Entra ID does not document the order of its checks. This one checks
-/// tenant, method, grant type, client, secret, scope, then loop detection.
+/// tenant, method, grant type, client, secret or assertion, scope, then loop
+/// detection.
 fn issue_token(
     emulator: &Emulator,
     method: &Method,
@@ -125,16 +139,8 @@ fn issue_token(
                 client_id: client_id.clone(),
                 tenant: tenant.to_owned(),
             })?;
-    let secret = form
-        .client_secret
-        .as_deref()
-        .ok_or(TokenError::MissingCredential)?;
-    if secret != client.secret {
-        return Err(TokenError::InvalidSecret(client_id));
-    }
-    if client.secret_expired {
-        return Err(TokenError::ExpiredSecret(client_id));
-    }
+    let token_urls = endpoint_urls(tenant, own_roots);
+    check_credential(form, client, &client_id, &token_urls)?;
     let permission = client.permission;
     check_scope(form.scope.as_deref(), own_roots)?;
 
@@ -157,6 +163,63 @@ fn issue_token(
         "ext_expires_in": lifetime.as_secs(),
         "access_token": access_token,
     }))
+}
+
+/// Checks the client secret, or else the client assertion.
+fn check_credential(
+    form: &TokenForm,
+    client: &Client,
+    client_id: &str,
+    token_urls: &[String],
+) -> Result<(), TokenError> {
+    if let Some(secret) = form.client_secret.as_deref() {
+        return check_secret(secret, client, client_id);
+    }
+    let assertion = form
+        .client_assertion
+        .as_deref()
+        .ok_or(TokenError::MissingCredential)?;
+    check_assertion_type(form.client_assertion_type.as_deref())?;
+    let jwt = Jwt::parse(assertion)?;
+    let now = jiff::Timestamp::now().as_second();
+    let is_own = |issuer: &str| issuer.eq_ignore_ascii_case(client_id);
+    if jwt.issuer().is_some_and(is_own) {
+        check_certificate_assertion(&jwt, client, client_id, token_urls, now)
+    } else {
+        check_federated_assertion(&jwt, client, now)
+    }
+}
+
+fn check_secret(secret: &str, client: &Client, client_id: &str) -> Result<(), TokenError> {
+    if client.secret.as_deref() != Some(secret) {
+        return Err(TokenError::InvalidSecret(client_id.to_owned()));
+    }
+    if client.secret_expired {
+        return Err(TokenError::ExpiredSecret(client_id.to_owned()));
+    }
+    Ok(())
+}
+
+fn check_assertion_type(assertion_type: Option<&str>) -> Result<(), TokenError> {
+    match assertion_type {
+        None => Err(TokenError::MissingParameter("client_assertion_type")),
+        Some(JWT_BEARER) => Ok(()),
+        Some(other) => Err(TokenError::InvalidAssertion(format!(
+            "The client_assertion_type '{other}' is not supported; use {JWT_BEARER}."
+        ))),
+    }
+}
+
+/// Returns the URLs of this token endpoint that a certificate assertion may
+/// name as its audience: under the emulator's own base URLs and under each
+/// cloud's sign-in host.
+fn endpoint_urls(tenant: &str, own_roots: &[String]) -> Vec<String> {
+    own_roots
+        .iter()
+        .map(String::as_str)
+        .chain(AUTHORITIES)
+        .map(|root| format!("{}/{tenant}/oauth2/v2.0/token", root.trim_end_matches('/')))
+        .collect()
 }
 
 fn check_grant_type(grant_type: Option<&str>) -> Result<(), TokenError> {

@@ -1,0 +1,442 @@
+//! Loads the credential a policy names and builds the Graph target from it:
+//! a client secret or a certificate from a Secret in the policy's namespace,
+//! or the operator's own federated token for workload identity.
+//!
+//! Failure messages name the namespace, Secret, key or file that was looked
+//! up, and never contain a secret, key or token.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::conditions::reason;
+use crate::graph::{
+    self, Credential, ErrorClass, PrivateKey, SecretString, Target, first_certificate_der,
+    key_matches,
+};
+use crate::policy::{CredentialType, Credentials, PhotoUpdatePolicy, SecretKeyRef};
+use crate::reconcile::Failure;
+
+/// Environment variable that names the federated token file for
+/// `WorkloadIdentity`. The Azure workload identity webhook sets it.
+///
+/// The webhook also sets `AZURE_AUTHORITY_HOST`, `AZURE_CLIENT_ID` and
+/// `AZURE_TENANT_ID`, but the operator reads none of them. The sign-in host
+/// comes only from the policy's cloud and the operator's flags, and the tenant
+/// and client from the policy. So one operator can serve many tenants, and no
+/// variable can send tokens to another host.
+pub const FEDERATED_TOKEN_FILE_VAR: &str = "AZURE_FEDERATED_TOKEN_FILE";
+
+/// Key of the PEM certificate (or chain) in a ClientCertificate Secret, as in
+/// Secrets of type kubernetes.io/tls.
+pub const TLS_CERTIFICATE_KEY: &str = "tls.crt";
+
+/// Key of the PEM private key in a ClientCertificate Secret.
+pub const TLS_PRIVATE_KEY_KEY: &str = "tls.key";
+
+/// Reads the policy's credential and builds the Graph target. ClientSecret
+/// and ClientCertificate read a Secret, and WorkloadIdentity reads none.
+pub async fn load_target(
+    policy: &PhotoUpdatePolicy,
+    namespace: &str,
+    client: &Client,
+) -> Result<Target, Failure> {
+    let credentials = &policy.spec.credentials;
+    let credential = match credentials.kind {
+        CredentialType::ClientSecret => {
+            let secret_ref = required_secret_ref(credentials, "ClientSecret")?;
+            let secret = read_secret(client, namespace, &secret_ref.name).await?;
+            client_secret(&secret, namespace, secret_ref)?
+        }
+        CredentialType::ClientCertificate => {
+            let secret_ref = required_secret_ref(credentials, "ClientCertificate")?;
+            let secret = read_secret(client, namespace, &secret_ref.name).await?;
+            client_certificate(&secret, namespace, &secret_ref.name)?
+        }
+        CredentialType::WorkloadIdentity => {
+            workload_identity(credentials, std::env::var_os(FEDERATED_TOKEN_FILE_VAR))?
+        }
+    };
+    Ok(Target {
+        cloud: policy.spec.cloud,
+        tenant_id: policy.spec.tenant_id.clone(),
+        client_id: credentials.client_id.clone(),
+        credential,
+    })
+}
+
+/// Returns `secretRef`, which the CRD requires for `kind`.
+fn required_secret_ref<'a>(
+    credentials: &'a Credentials,
+    kind: &str,
+) -> Result<&'a SecretKeyRef, Failure> {
+    credentials.secret_ref.as_ref().ok_or_else(|| {
+        Failure::permanent(
+            reason::INVALID_SPEC,
+            format!("credentials.secretRef is required when credentials.type is {kind}"),
+        )
+    })
+}
+
+/// Reads a Secret of the policy's namespace.
+async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result<Secret, Failure> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    match secrets.get_opt(name).await {
+        Ok(Some(secret)) => Ok(secret),
+        Ok(None) => Err(Failure::permanent(
+            reason::SECRET_NOT_FOUND,
+            format!("Secret {namespace}/{name} not found"),
+        )),
+        Err(error) => Err(secret_read_failure(namespace, name, &error)),
+    }
+}
+
+/// Describes a failed Secret read. A 403 needs a change to the operator's
+/// RBAC, so it is permanent; anything else is retried.
+fn secret_read_failure(namespace: &str, name: &str, error: &kube::Error) -> Failure {
+    let (detail, class) = match error {
+        kube::Error::Api(status) if status.code == 403 => (
+            "403 Forbidden: the operator's ClusterRole must grant get on secrets".to_string(),
+            ErrorClass::Permanent,
+        ),
+        kube::Error::Api(status) => (
+            format!("{} {}: {}", status.code, status.reason, status.message),
+            ErrorClass::Transient,
+        ),
+        other => (other.to_string(), ErrorClass::Transient),
+    };
+    Failure {
+        reason: reason::KUBERNETES_ERROR.to_string(),
+        message: format!("failed to read Secret {namespace}/{name}: {detail}"),
+        class,
+    }
+}
+
+/// Builds a ClientSecret credential from the value under `secretRef.key`.
+fn client_secret(
+    secret: &Secret,
+    namespace: &str,
+    secret_ref: &SecretKeyRef,
+) -> Result<Credential, Failure> {
+    let value = secret_value(secret, &secret_ref.key)
+        .map_err(|problem| key_missing(namespace, &secret_ref.name, &problem))?;
+    Ok(Credential::ClientSecret(value))
+}
+
+/// Returns the trimmed value of `key`, or what is wrong with it.
+fn secret_value(secret: &Secret, key: &str) -> Result<SecretString, String> {
+    let bytes = key_bytes(secret, key)?;
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Err(format!("key {key:?} is not UTF-8 text"));
+    };
+    // A trailing newline from `echo secret > file` is never part of a
+    // client secret.
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(format!("key {key:?} is empty"));
+    }
+    Ok(SecretString::new(trimmed.to_string()))
+}
+
+/// Returns the bytes of a PEM value, or what is wrong with them: absent, or
+/// empty apart from whitespace.
+fn pem_bytes<'a>(secret: &'a Secret, key: &str) -> Result<&'a [u8], String> {
+    let bytes = key_bytes(secret, key)?;
+    if bytes.trim_ascii().is_empty() {
+        return Err(format!("key {key:?} is empty"));
+    }
+    Ok(bytes)
+}
+
+/// Returns the bytes stored under `key` in the Secret's data.
+fn key_bytes<'a>(secret: &'a Secret, key: &str) -> Result<&'a [u8], String> {
+    match secret.data.as_ref().and_then(|data| data.get(key)) {
+        Some(bytes) => Ok(&bytes.0),
+        None => Err(format!("has no key {key:?}")),
+    }
+}
+
+fn key_missing(namespace: &str, name: &str, problem: &str) -> Failure {
+    Failure::permanent(
+        reason::SECRET_KEY_MISSING,
+        format!("Secret {namespace}/{name} {problem}"),
+    )
+}
+
+/// Builds a ClientCertificate credential from `tls.crt` (the first
+/// certificate, when it contains a chain) and `tls.key`. `secretRef.key` is not
+/// used. The key must belong to the certificate.
+fn client_certificate(secret: &Secret, namespace: &str, name: &str) -> Result<Credential, Failure> {
+    let invalid = |problem: String| {
+        Failure::permanent(
+            reason::INVALID_CLIENT_CERTIFICATE,
+            format!("Secret {namespace}/{name} {problem}"),
+        )
+    };
+    let certificate_pem = pem_bytes(secret, TLS_CERTIFICATE_KEY)
+        .map_err(|problem| key_missing(namespace, name, &problem))?;
+    let key_pem = pem_bytes(secret, TLS_PRIVATE_KEY_KEY)
+        .map_err(|problem| key_missing(namespace, name, &problem))?;
+    let certificate_der = first_certificate_der(certificate_pem)
+        .map_err(|problem| invalid(format!("key {TLS_CERTIFICATE_KEY:?} {problem}")))?;
+    let key = PrivateKey::from_pem(key_pem)
+        .map_err(|problem| invalid(format!("key {TLS_PRIVATE_KEY_KEY:?} {problem}")))?;
+    if !key_matches(&certificate_der, &key) {
+        return Err(invalid(format!(
+            "key {TLS_PRIVATE_KEY_KEY:?} contains a private key that does not belong to the \
+             certificate in {TLS_CERTIFICATE_KEY:?}; store the certificate's own key"
+        )));
+    }
+    Ok(Credential::ClientCertificate {
+        certificate_der,
+        key,
+    })
+}
+
+/// Builds a WorkloadIdentity credential from the value of
+/// [`FEDERATED_TOKEN_FILE_VAR`]. The file itself is read for each token
+/// request.
+fn workload_identity(
+    credentials: &Credentials,
+    token_file: Option<OsString>,
+) -> Result<Credential, Failure> {
+    if credentials.secret_ref.is_some() {
+        return Err(Failure::permanent(
+            reason::INVALID_SPEC,
+            "credentials.secretRef must be absent when credentials.type is WorkloadIdentity",
+        ));
+    }
+    let Some(token_file) = token_file.filter(|path| !path.is_empty()) else {
+        return Err(Failure::permanent(
+            graph::reason::FEDERATED_TOKEN_UNAVAILABLE,
+            format!(
+                "credentials.type is WorkloadIdentity, but the operator has no \
+                 {FEDERATED_TOKEN_FILE_VAR} environment variable; enable Azure workload identity \
+                 for the operator's pod (label azure.workload.identity/use: \"true\"), or mount a \
+                 projected ServiceAccount token and set {FEDERATED_TOKEN_FILE_VAR} to its path"
+            ),
+        ));
+    };
+    Ok(Credential::WorkloadIdentity {
+        token_file: PathBuf::from(token_file),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+
+    use super::*;
+    use crate::graph::test_keys;
+
+    fn secret(entries: &[(&str, &str)]) -> Secret {
+        let data: BTreeMap<String, ByteString> = entries
+            .iter()
+            .map(|(key, value)| (key.to_string(), ByteString(value.as_bytes().to_vec())))
+            .collect();
+        Secret {
+            data: Some(data),
+            ..Secret::default()
+        }
+    }
+
+    fn secret_ref(key: &str) -> SecretKeyRef {
+        SecretKeyRef {
+            name: "contoso-graph".into(),
+            key: key.into(),
+        }
+    }
+
+    fn credentials(kind: CredentialType, secret_ref: Option<SecretKeyRef>) -> Credentials {
+        Credentials {
+            kind,
+            client_id: "11111111-2222-3333-4444-555555555555".into(),
+            secret_ref,
+        }
+    }
+
+    fn certificate_failure(entries: &[(&str, &str)]) -> Failure {
+        client_certificate(&secret(entries), "tenants", "contoso-cert").unwrap_err()
+    }
+
+    #[test]
+    fn client_secret_trimmed() {
+        let secret = secret(&[("clientSecret", "  s3cret\n")]);
+        let Credential::ClientSecret(value) =
+            client_secret(&secret, "tenants", &secret_ref("clientSecret")).unwrap()
+        else {
+            panic!("expected a client secret");
+        };
+        assert_eq!(value.expose(), "s3cret");
+    }
+
+    #[test]
+    fn client_secret_problems_keep_their_messages() {
+        let cases = [
+            (
+                secret(&[]),
+                "Secret tenants/contoso-graph has no key \"clientSecret\"",
+            ),
+            (
+                secret(&[("clientSecret", " \n")]),
+                "Secret tenants/contoso-graph key \"clientSecret\" is empty",
+            ),
+        ];
+        for (secret, message) in cases {
+            let failure =
+                client_secret(&secret, "tenants", &secret_ref("clientSecret")).unwrap_err();
+            assert_eq!(failure.reason, reason::SECRET_KEY_MISSING);
+            assert_eq!(failure.message, message);
+        }
+        let mut latin1 = secret(&[]);
+        latin1
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("clientSecret".into(), ByteString(vec![0xff, 0xfe]));
+        let failure = client_secret(&latin1, "tenants", &secret_ref("clientSecret")).unwrap_err();
+        assert_eq!(
+            failure.message,
+            "Secret tenants/contoso-graph key \"clientSecret\" is not UTF-8 text"
+        );
+    }
+
+    #[test]
+    fn certificate_from_pkcs8_and_pkcs1() {
+        let material = test_keys::material();
+        for key in [&material.pkcs8_pem, &material.pkcs1_pem] {
+            let secret = secret(&[("tls.crt", &material.certificate_pem), ("tls.key", key)]);
+            let credential = client_certificate(&secret, "tenants", "contoso-cert").unwrap();
+            let Credential::ClientCertificate {
+                certificate_der, ..
+            } = credential
+            else {
+                panic!("expected a certificate credential");
+            };
+            assert_eq!(certificate_der, material.certificate_der);
+        }
+    }
+
+    #[test]
+    fn certificate_chain_uses_first() {
+        let material = test_keys::material();
+        let chain = format!(
+            "{}{}",
+            material.certificate_pem, material.other_certificate_pem
+        );
+        let secret = secret(&[("tls.crt", &chain), ("tls.key", &material.pkcs8_pem)]);
+        assert!(client_certificate(&secret, "tenants", "contoso-cert").is_ok());
+    }
+
+    #[test]
+    fn missing_certificate_keys_reported() {
+        let material = test_keys::material();
+        let failure = certificate_failure(&[("tls.key", &material.pkcs8_pem)]);
+        assert_eq!(failure.reason, reason::SECRET_KEY_MISSING);
+        assert_eq!(
+            failure.message,
+            "Secret tenants/contoso-cert has no key \"tls.crt\""
+        );
+        let failure = certificate_failure(&[("tls.crt", &material.certificate_pem)]);
+        assert_eq!(
+            failure.message,
+            "Secret tenants/contoso-cert has no key \"tls.key\""
+        );
+    }
+
+    #[test]
+    fn bad_pem_named_without_value() {
+        let material = test_keys::material();
+        let failure = certificate_failure(&[
+            ("tls.crt", "not-a-certificate-value"),
+            ("tls.key", &material.pkcs8_pem),
+        ]);
+        assert_eq!(failure.reason, reason::INVALID_CLIENT_CERTIFICATE);
+        assert_eq!(failure.class, ErrorClass::Permanent);
+        assert!(
+            failure.message.starts_with(
+                "Secret tenants/contoso-cert key \"tls.crt\" contains no PEM certificate"
+            ),
+            "{}",
+            failure.message
+        );
+        assert!(!failure.message.contains("not-a-certificate-value"));
+
+        let failure = certificate_failure(&[
+            ("tls.crt", &material.certificate_pem),
+            ("tls.key", "not-a-key-value"),
+        ]);
+        assert!(
+            failure.message.starts_with(
+                "Secret tenants/contoso-cert key \"tls.key\" contains no unencrypted PEM private key"
+            ),
+            "{}",
+            failure.message
+        );
+        assert!(!failure.message.contains("not-a-key-value"));
+    }
+
+    #[test]
+    fn key_of_another_certificate_rejected() {
+        let material = test_keys::material();
+        let failure = certificate_failure(&[
+            ("tls.crt", &material.certificate_pem),
+            ("tls.key", &material.other_pkcs8_pem),
+        ]);
+        assert_eq!(failure.reason, reason::INVALID_CLIENT_CERTIFICATE);
+        assert!(
+            failure
+                .message
+                .contains("does not belong to the certificate")
+        );
+        assert!(!failure.message.contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn workload_identity_uses_the_variable() {
+        let credentials = credentials(CredentialType::WorkloadIdentity, None);
+        let path = OsString::from("/var/run/secrets/azure/tokens/azure-identity-token");
+        let Credential::WorkloadIdentity { token_file } =
+            workload_identity(&credentials, Some(path.clone())).unwrap()
+        else {
+            panic!("expected workload identity");
+        };
+        assert_eq!(token_file, PathBuf::from(path));
+    }
+
+    #[test]
+    fn workload_identity_without_variable() {
+        let credentials = credentials(CredentialType::WorkloadIdentity, None);
+        for value in [None, Some(OsString::new())] {
+            let failure = workload_identity(&credentials, value).unwrap_err();
+            assert_eq!(failure.reason, graph::reason::FEDERATED_TOKEN_UNAVAILABLE);
+            assert_eq!(failure.class, ErrorClass::Permanent);
+            assert!(failure.message.contains(FEDERATED_TOKEN_FILE_VAR));
+        }
+    }
+
+    #[test]
+    fn workload_identity_with_secret_ref_is_invalid() {
+        let credentials = credentials(
+            CredentialType::WorkloadIdentity,
+            Some(secret_ref("clientSecret")),
+        );
+        let failure = workload_identity(&credentials, Some("/token".into())).unwrap_err();
+        assert_eq!(failure.reason, reason::INVALID_SPEC);
+    }
+
+    #[test]
+    fn secret_ref_required_for_secret_kinds() {
+        let credentials = credentials(CredentialType::ClientCertificate, None);
+        let failure = required_secret_ref(&credentials, "ClientCertificate").unwrap_err();
+        assert_eq!(failure.reason, reason::INVALID_SPEC);
+        assert_eq!(
+            failure.message,
+            "credentials.secretRef is required when credentials.type is ClientCertificate"
+        );
+    }
+}
