@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller, Error as ControllerError};
+use kube::runtime::controller::{self, Action, Controller, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
@@ -84,7 +84,7 @@ impl Context {
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
-pub async fn run(context: Arc<Context>, namespace: Option<String>) {
+pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: u16) {
     let client = context.client.clone();
     let policies: Api<PhotoUpdatePolicy> = scoped_api(&client, namespace.as_deref());
     // Metadata only: the operator reads a Secret's value when a policy needs
@@ -132,6 +132,10 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>) {
     Controller::for_stream(policy_stream, reader)
         .watches_stream(secret_stream, move |secret| policies_using(&store, &secret))
         .reconcile_on(heirs_rx)
+        // The runtime never runs two passes of one policy at once, and one
+        // policy owns each tenant, so each tenant sees at most one request
+        // at a time; this bounds the requests of all tenants together.
+        .with_config(controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile_policy, error_policy, context)
         .for_each(|result| async move {

@@ -71,6 +71,10 @@ struct RunArgs {
     /// Watch only this namespace. Default: all namespaces.
     #[arg(long, env = "PPO_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Maximum number of policies reconciled at the same time.
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
     /// Address for /metrics, /healthz and /readyz. Port 0 picks a free port.
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
     metrics_bind_address: std::net::SocketAddr,
@@ -80,7 +84,9 @@ struct RunArgs {
 struct OneShotArgs {
     #[command(flatten)]
     graph: GraphArgs,
-    /// YAML file with one or more PhotoUpdatePolicy documents.
+    /// YAML or JSON file with one or more PhotoUpdatePolicy documents, a
+    /// directory (its .yaml, .yml and .json files), or - for stdin. Read as
+    /// `kubectl apply -f` reads it.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     file: String,
     /// How long `apply` keeps reading after a write until the new value
@@ -135,6 +141,7 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     controller::run(
         Arc::new(Context::new(client, graph, metrics)),
         args.namespace,
+        args.max_concurrent_reconciles,
     )
     .await;
     info!("controller stopped");

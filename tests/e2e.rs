@@ -528,7 +528,15 @@ async fn kubectl_explain_shows_field_docs() {
             "as Graph last reported it",
         ),
     ] {
-        let (ok, out, err) = kubectl(&["explain", field], None);
+        // kubectl's discovery cache may not list a CRD created moments ago.
+        let (mut ok, mut out, mut err) = kubectl(&["explain", field], None);
+        for _ in 0..10 {
+            if ok {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            (ok, out, err) = kubectl(&["explain", field], None);
+        }
         assert!(ok, "kubectl explain {field}: {err}");
         // kubectl wraps descriptions at 80 columns.
         let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
