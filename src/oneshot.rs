@@ -1,15 +1,21 @@
 //! `plan` and `apply`: one pass against Graph for the policies in a file,
 //! with no cluster. For pipelines and break-glass use.
 
+mod input;
+
 use std::time::Duration;
 
+use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::graph::{Credential, GraphClient, SecretString, Target};
+use crate::ownership;
 use crate::policy::{ManagementPolicy, PhotoUpdatePolicy};
 use crate::reconcile::{Outcome, converge, describe, describe_desired};
 use crate::settings::{DesiredSettings, ObservedSettings};
 use crate::validation::{self, FieldError};
+
+pub use input::{InputError, Location, MAX_INPUT_BYTES};
 
 /// Exit code when every tenant already has its declared setting.
 pub const EXIT_IN_SYNC: i32 = 0;
@@ -21,25 +27,21 @@ pub const EXIT_CHANGES: i32 = 2;
 /// Errors that stop a one-shot run before any Graph call.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to read {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: document {index} is not valid YAML")]
-    Parse {
-        path: String,
-        index: usize,
-        #[source]
-        source: serde_yaml::Error,
-    },
-    #[error("{path}: document {index} ({name}) is invalid:\n{}", list(.errors))]
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{location} ({name}) is invalid:\n{}", list(.errors))]
     Invalid {
-        path: String,
-        index: usize,
+        location: Location,
         name: String,
         errors: Vec<FieldError>,
+    },
+    #[error(
+        "policies {first:?} and {second:?} both manage tenant {tenant}: keep one policy per tenant"
+    )]
+    SharedTenant {
+        tenant: String,
+        first: String,
+        second: String,
     },
     #[error("{path} holds no PhotoUpdatePolicy")]
     Empty { path: String },
@@ -57,60 +59,77 @@ fn list(errors: &[FieldError]) -> String {
         .join("\n")
 }
 
-/// Reads and validates every policy in a YAML file (documents separated by
-/// `---`). Other kinds, such as a Secret in the same file, are skipped.
+/// Reads and validates every policy named by `path`, as `kubectl apply -f`
+/// reads it: a YAML or JSON file (documents separated by `---`), every
+/// `.yaml`, `.yml` and `.json` file in a directory, or standard input for
+/// `-`. The items of a List count as documents. Other kinds, such as a
+/// Secret in the same file, are skipped.
 pub fn load_policies(path: &str) -> Result<Vec<PhotoUpdatePolicy>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_string(),
-        source,
-    })?;
     let mut policies = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let index = index + 1;
-        let value: Value =
-            serde::Deserialize::deserialize(document).map_err(|source| Error::Parse {
-                path: path.to_string(),
-                index,
-                source,
-            })?;
-        if value.is_null() || !is_policy_document(&value) {
-            continue;
+    for (location, value) in input::read_objects(path)? {
+        if is_policy_document(&value) {
+            policies.push(admit_policy(location, &value)?);
         }
-        let name = value
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("unnamed")
-            .to_string();
-        let invalid = |errors| Error::Invalid {
-            path: path.to_string(),
-            index,
-            name: name.clone(),
-            errors,
-        };
-        validation::validate(&value).map_err(invalid)?;
-        let policy = serde_json::from_value(value).map_err(|error| {
-            invalid(vec![FieldError {
-                path: "<root>".to_string(),
-                message: error.to_string(),
-            }])
-        })?;
-        policies.push(policy);
     }
     if policies.is_empty() {
+        let path = if path == "-" { "stdin" } else { path };
         return Err(Error::Empty {
             path: path.to_string(),
         });
     }
+    reject_shared_tenants(&policies)?;
     Ok(policies)
 }
 
-/// Reports whether a document is meant as a PhotoUpdatePolicy: its kind
-/// says so, or it has no kind at all (then validation explains what is
+/// Rejects input in which two policies name the same tenant, which the
+/// controller would report as a Conflict: applying both would leave the
+/// tenant with whichever came last.
+fn reject_shared_tenants(policies: &[PhotoUpdatePolicy]) -> Result<(), Error> {
+    for (index, policy) in policies.iter().enumerate() {
+        let key = ownership::tenant_key(policy);
+        if let Some(first) = policies[..index]
+            .iter()
+            .find(|earlier| ownership::tenant_key(earlier) == key)
+        {
+            return Err(Error::SharedTenant {
+                tenant: policy.spec.tenant_id.clone(),
+                first: first.name_any(),
+                second: policy.name_any(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Validates one policy as the API server would and returns it as the API
+/// server would store it (nulls dropped, defaults filled in).
+fn admit_policy(location: Location, value: &Value) -> Result<PhotoUpdatePolicy, Error> {
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("unnamed")
+        .to_string();
+    let invalid = |errors| Error::Invalid {
+        location: location.clone(),
+        name: name.clone(),
+        errors,
+    };
+    let admitted = validation::admit(value).map_err(invalid)?;
+    serde_json::from_value(admitted).map_err(|error| {
+        invalid(vec![FieldError {
+            path: "<root>".to_string(),
+            message: error.to_string(),
+        }])
+    })
+}
+
+/// Reports whether a document is meant as a PhotoUpdatePolicy: its kind is
+/// PhotoUpdatePolicy, or it has no kind (then validation explains what is
 /// missing).
 fn is_policy_document(value: &Value) -> bool {
     match value.get("kind").and_then(Value::as_str) {
+        Some("") | None => true,
         Some(kind) => kind == "PhotoUpdatePolicy",
-        None => true,
     }
 }
 

@@ -198,3 +198,117 @@ fn crd_command_prints_the_committed_crd() {
     .unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), committed);
 }
+
+/// Runs the binary with `input` on its standard input.
+fn run_with_stdin(emulator: &Emulator, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"))
+        .args(args)
+        .args(["--authority-host", &emulator.url])
+        .args(["--graph-endpoint", &emulator.url])
+        .env("AZURE_CLIENT_SECRET", SECRET)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ppo-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn plan_reads_stdin() {
+    let emulator = start();
+    let manifest = std::fs::read_to_string(example("on-premises")).unwrap();
+    let plan = run_with_stdin(&emulator, &["plan", "-f", "-"], &manifest);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    assert!(
+        text(&plan).contains("would change the tenant"),
+        "{}",
+        text(&plan)
+    );
+}
+
+#[tokio::test]
+async fn plan_reads_every_manifest_file_of_a_directory() {
+    let emulator = start();
+    let dir = scratch_dir("dir");
+    let copy = |name: &str, to: &str| {
+        std::fs::copy(example(name), dir.join(to)).unwrap();
+    };
+    copy("on-premises", "a.yaml");
+    copy("cloud-global-admins", "b.yml");
+    // Neither a manifest extension nor a file kubectl reads from a directory.
+    std::fs::write(dir.join("notes.txt"), "not: [valid").unwrap();
+    let plan = run(
+        &emulator,
+        &["plan", "-f", dir.to_str().unwrap()],
+        Some(SECRET),
+    );
+    let all = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{all}");
+    assert!(all.contains("adatum.onmicrosoft.com"), "{all}");
+    assert!(all.contains("fabrikam.onmicrosoft.com"), "{all}");
+}
+
+#[tokio::test]
+async fn errors_name_the_file_document_and_item() {
+    let emulator = start();
+    let dir = scratch_dir("list");
+    let policy = std::fs::read_to_string(example("on-premises")).unwrap();
+    let item = policy
+        .replace('\n', "\n  ")
+        .replace("onmicrosoft.com", "onmicrosoft .com");
+    let manifest = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n---\napiVersion: v1\nkind: List\nitems:\n- {item}\n"
+    );
+    let path = dir.join("list.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    let plan = run(
+        &emulator,
+        &["plan", "-f", path.to_str().unwrap()],
+        Some(SECRET),
+    );
+    let all = text(&plan);
+    assert_eq!(plan.status.code(), Some(1), "{all}");
+    assert!(all.contains("list.yaml: document 2, item 1"), "{all}");
+    assert!(all.contains("spec.tenantId"), "{all}");
+}
+
+#[tokio::test]
+async fn two_policies_for_one_tenant_refused() {
+    let emulator = start();
+    let dir = std::env::temp_dir().join(format!("ppo-cli-shared-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = std::fs::read_to_string(example("on-premises")).unwrap();
+    let second = first
+        .replace("name: adatum", "name: adatum-copy")
+        .replace(
+            "tenantId: adatum.onmicrosoft.com",
+            "tenantId: ADATUM.onmicrosoft.com",
+        )
+        .replace("source: onpremises", "source: cloud");
+    let path = dir.join("both.yaml");
+    std::fs::write(&path, format!("{first}---\n{second}")).unwrap();
+    let output = run(
+        &emulator,
+        &["apply", "-f", path.to_str().unwrap()],
+        Some(SECRET),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("both manage tenant"),
+        "{}",
+        text(&output)
+    );
+    let stats = emulator.control_get("/_emulator/stats").await;
+    assert_eq!(stats["totals"]["patches"], 0, "nothing written: {stats}");
+}
