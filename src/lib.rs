@@ -13,3 +13,4 @@ pub mod reconcile;
 pub mod settings;
 pub mod telemetry;
 pub mod validation;
+pub mod yaml;

@@ -3,6 +3,8 @@
 //! one-shot CLI uses it so that `plan` and `apply` accept exactly what
 //! `kubectl apply` would.
 
+mod metadata;
+
 use std::collections::HashSet;
 use std::fmt;
 
@@ -37,29 +39,97 @@ pub fn crd_schema() -> Value {
 }
 
 /// Validates `manifest` as the API server would on create: type, kind and
-/// name, the schema's structural rules (types, required fields, enums,
+/// metadata, the schema's structural rules (types, required fields, enums,
 /// lengths, list sizes and sets, unknown fields), then the CEL rules.
 pub fn validate(manifest: &Value) -> Result<(), Vec<FieldError>> {
-    let mut errors = Vec::new();
-    check_type_meta(manifest, &mut errors);
+    admit(manifest).map(|_| ())
+}
+
+/// Validates `manifest` like [`validate`] and returns the object the API
+/// server would go on to store: null fields dropped, schema defaults filled
+/// in (both also what its CEL rules see) and no status.
+pub fn admit(manifest: &Value) -> Result<Value, Vec<FieldError>> {
+    let mut object = manifest.clone();
+    drop_null_fields(&mut object);
     let schema = crd_schema();
-    // The API server checks type and object metadata itself, and status
-    // goes through its own subresource.
+    if let Some(spec) = object.get_mut("spec") {
+        apply_defaults(&schema["properties"]["spec"], spec);
+    }
+    let mut errors = Vec::new();
+    check_type_meta(&object, &mut errors);
+    metadata::check(object.get("metadata"), &mut errors);
+    check_structure(&schema, &schema_checked_part(&object), "", &mut errors);
+    if let Some(status) = object.get("status") {
+        check_unknown_fields(
+            &schema["properties"]["status"],
+            status,
+            "status",
+            &mut errors,
+        );
+    }
+    if errors.is_empty() {
+        check_cel(&schema, &object, &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // The status subresource leaves a created object without status.
+    if let Some(fields) = object.as_object_mut() {
+        fields.remove("status");
+    }
+    Ok(object)
+}
+
+/// Removes every object field whose value is null, at any depth. kubectl
+/// and the API server together treat such a field as absent: a null
+/// `allowedRoles` is accepted, and a null `secretRef` is reported by the
+/// CEL rule that requires it. Null list items stay, and fail type checks.
+fn drop_null_fields(value: &mut Value) {
+    // A loop, not recursion: manifests may nest up to yaml::MAX_DEPTH.
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Object(fields) => {
+                fields.retain(|_, field| !field.is_null());
+                pending.extend(fields.values_mut());
+            }
+            Value::Array(items) => pending.extend(items.iter_mut()),
+            _ => {}
+        }
+    }
+}
+
+/// Fills in the schema's defaults for absent properties, as the API server
+/// does before it validates.
+fn apply_defaults(schema: &Value, value: &mut Value) {
+    let (Some(properties), Value::Object(fields)) =
+        (schema.get("properties").and_then(Value::as_object), value)
+    else {
+        return;
+    };
+    for (name, property) in properties {
+        if let Some(default) = property.get("default")
+            && !fields.contains_key(name)
+        {
+            fields.insert(name.clone(), default.clone());
+        }
+        if let Some(field) = fields.get_mut(name) {
+            apply_defaults(property, field);
+        }
+    }
+}
+
+/// Returns the part of a manifest the CRD's schema describes. The API
+/// server checks type and object metadata itself, and status only for
+/// unknown fields, because the status subresource replaces it on create.
+fn schema_checked_part(manifest: &Value) -> Value {
     let mut body = manifest.clone();
     if let Some(object) = body.as_object_mut() {
         for key in ["apiVersion", "kind", "metadata", "status"] {
             object.remove(key);
         }
     }
-    check_structure(&schema, &body, "", &mut errors);
-    if errors.is_empty() {
-        check_cel(&schema, manifest, &mut errors);
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    body
 }
 
 fn check_type_meta(manifest: &Value, errors: &mut Vec<FieldError>) {
@@ -74,33 +144,10 @@ fn check_type_meta(manifest: &Value, errors: &mut Vec<FieldError>) {
     };
     expect("apiVersion", "photopolicy.io/v1alpha1", errors);
     expect("kind", "PhotoUpdatePolicy", errors);
-    let name = manifest.pointer("/metadata/name").and_then(Value::as_str);
-    match name {
-        Some(name) if is_dns_subdomain(name) => {}
-        other => errors.push(FieldError {
-            path: "metadata.name".to_string(),
-            message: format!(
-                "must be a lowercase DNS subdomain name (letters, digits, '-' and '.'), found {}",
-                shown(other)
-            ),
-        }),
-    }
 }
 
 fn shown(value: Option<&str>) -> String {
     value.map_or_else(|| "nothing".to_string(), |v| format!("{v:?}"))
-}
-
-fn is_dns_subdomain(name: &str) -> bool {
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 fn push(errors: &mut Vec<FieldError>, path: &str, message: String) {
@@ -113,17 +160,16 @@ fn push(errors: &mut Vec<FieldError>, path: &str, message: String) {
 
 /// Walks `value` along `schema`, recording every structural violation.
 fn check_structure(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>) {
-    if value.is_null() {
-        if schema.get("nullable").and_then(Value::as_bool) != Some(true) {
-            push(errors, path, "must not be null".to_string());
-        }
-        return;
-    }
     let Some(kind) = schema.get("type").and_then(Value::as_str) else {
         return;
     };
     if !has_type(value, kind) {
-        push(errors, path, format!("must be of type {kind}"));
+        let found = json_type(value);
+        push(
+            errors,
+            path,
+            format!("Invalid value: {found:?}: {path} in body must be of type {kind}: {found:?}"),
+        );
         return;
     }
     check_enum(schema, value, path, errors);
@@ -144,6 +190,19 @@ fn has_type(value: &Value, kind: &str) -> bool {
         "integer" => value.is_i64() || value.is_u64(),
         "number" => value.is_number(),
         _ => true,
+    }
+}
+
+/// Names the OpenAPI type of a JSON value, as the API server reports it.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 
@@ -172,7 +231,7 @@ fn check_string(schema: &Value, text: &str, path: &str, errors: &mut Vec<FieldEr
         push(
             errors,
             path,
-            format!("Too long: may not be more than {max} characters"),
+            format!("Too long: may not be more than {max} bytes"),
         );
     }
     if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
@@ -181,7 +240,7 @@ fn check_string(schema: &Value, text: &str, path: &str, errors: &mut Vec<FieldEr
         push(
             errors,
             path,
-            format!("must be at least {min} characters long"),
+            format!("Invalid value: {text:?}: {path} in body should be at least {min} chars long"),
         );
     }
 }
@@ -235,8 +294,37 @@ fn check_object(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fiel
     for (key, field) in object {
         match properties.get(key) {
             Some(field_schema) => check_structure(field_schema, field, &join(path, key), errors),
-            None => push(errors, &join(path, key), "unknown field".to_string()),
+            None => unknown_field(errors, &join(path, key)),
         }
+    }
+}
+
+fn unknown_field(errors: &mut Vec<FieldError>, path: &str) {
+    push(errors, path, format!("unknown field {path:?}"));
+}
+
+/// Reports fields the schema does not know, and nothing else.
+fn check_unknown_fields(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    match value {
+        Value::Object(fields) => {
+            let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+                return;
+            };
+            for (key, field) in fields {
+                match properties.get(key) {
+                    Some(field_schema) => {
+                        check_unknown_fields(field_schema, field, &join(path, key), errors);
+                    }
+                    None => unknown_field(errors, &join(path, key)),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                check_unknown_fields(&schema["items"], item, &format!("{path}[{index}]"), errors);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -685,3 +685,34 @@ async fn deleted_secret_is_reported() {
         .wait_condition("p", "Stalled", "True", "SecretNotFound")
         .await;
 }
+
+/// The whole-manifest fixtures (YAML 1.1 forms, metadata, nulls, Lists)
+/// that `plan` is tested against offline get the same verdict from kubectl
+/// and the real API server.
+#[tokio::test]
+async fn manifests_judged_as_plan_judges_them() {
+    if !enabled("manifests_judged_as_plan_judges_them") {
+        return;
+    }
+    let harness = Harness::start("manifests").await;
+    let namespace = harness.namespace.as_str();
+    let apply = ["apply", "--dry-run=server", "-n", namespace, "-f", "-"];
+    let valid = common::valid_manifests();
+    assert!(valid.len() >= 10, "the valid list shrank to {}", valid.len());
+    for case in valid {
+        let (ok, _, err) = kubectl(&apply, Some(&case.manifest));
+        assert!(ok, "{}: refused by the API server: {err}", case.case);
+    }
+    let invalid = common::invalid_manifests();
+    assert!(invalid.len() >= 10, "the invalid list shrank to {}", invalid.len());
+    for case in invalid {
+        let (ok, _, err) = kubectl(&apply, Some(&case.manifest));
+        assert!(!ok, "{}: accepted by the API server", case.case);
+        assert!(
+            err.contains(&case.expect),
+            "{}: expected {:?} in: {err}",
+            case.case,
+            case.expect
+        );
+    }
+}

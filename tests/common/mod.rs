@@ -67,3 +67,30 @@ pub fn slug(text: &str) -> String {
     name.truncate(50);
     name.trim_matches('-').to_string()
 }
+
+/// A whole manifest, as YAML text, from `fixtures/valid-policies.yaml` or
+/// `fixtures/invalid-manifests.yaml`. `expect` is empty for valid ones.
+#[derive(serde::Deserialize)]
+pub struct ManifestCase {
+    pub case: String,
+    #[serde(default)]
+    pub expect: String,
+    pub manifest: String,
+}
+
+fn manifest_cases(file: &str) -> Vec<ManifestCase> {
+    let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("fixture file is readable");
+    serde_yaml::from_str(&text).expect("fixture file is valid YAML")
+}
+
+/// Manifests that kubectl and the API server accept.
+pub fn valid_manifests() -> Vec<ManifestCase> {
+    manifest_cases("valid-policies.yaml")
+}
+
+/// Manifests that kubectl or the API server refuse, with a fragment of the
+/// message.
+pub fn invalid_manifests() -> Vec<ManifestCase> {
+    manifest_cases("invalid-manifests.yaml")
+}

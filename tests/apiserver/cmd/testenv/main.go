@@ -3,6 +3,7 @@
 //
 //	testenv up --dir DIR [--bin BINDIR] [--timeout 120s] [--watch-pid N] [--apiserver-arg=--flag=value ...]
 //	testenv token --kubeconfig K --namespace NS --serviceaccount SA --out FILE [--duration 24h]
+//	testenv yaml2json < MANIFEST   (decodes as kubectl apply -f does; one JSON document per line)
 package main
 
 import (
@@ -57,6 +58,8 @@ func main() {
 		err = cmdUp(os.Args[2:])
 	case "token":
 		err = cmdToken(os.Args[2:])
+	case "yaml2json":
+		err = cmdYAML2JSON(os.Args[2:])
 	default:
 		usage()
 	}
@@ -69,6 +72,7 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: testenv up --dir DIR [--bin BINDIR] [--timeout 120s] [--watch-pid N] [--apiserver-arg ARG]...")
 	fmt.Fprintln(os.Stderr, "       testenv token --kubeconfig K --namespace NS --serviceaccount SA --out FILE [--duration 24h]")
+	fmt.Fprintln(os.Stderr, "       testenv yaml2json < MANIFEST")
 	os.Exit(2)
 }
 
