@@ -698,13 +698,21 @@ async fn manifests_judged_as_plan_judges_them() {
     let namespace = harness.namespace.as_str();
     let apply = ["apply", "--dry-run=server", "-n", namespace, "-f", "-"];
     let valid = common::valid_manifests();
-    assert!(valid.len() >= 10, "the valid list shrank to {}", valid.len());
+    assert!(
+        valid.len() >= 10,
+        "the valid list shrank to {}",
+        valid.len()
+    );
     for case in valid {
         let (ok, _, err) = kubectl(&apply, Some(&case.manifest));
         assert!(ok, "{}: refused by the API server: {err}", case.case);
     }
     let invalid = common::invalid_manifests();
-    assert!(invalid.len() >= 10, "the invalid list shrank to {}", invalid.len());
+    assert!(
+        invalid.len() >= 10,
+        "the invalid list shrank to {}",
+        invalid.len()
+    );
     for case in invalid {
         let (ok, _, err) = kubectl(&apply, Some(&case.manifest));
         assert!(!ok, "{}: accepted by the API server", case.case);
