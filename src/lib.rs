@@ -5,6 +5,7 @@ pub mod conditions;
 pub mod controller;
 pub mod credentials;
 pub mod graph;
+pub mod leader;
 pub mod metrics;
 pub mod oneshot;
 pub mod ownership;

@@ -9,6 +9,7 @@ use photo_policy_operator::controller::{self, Context};
 use photo_policy_operator::graph::{
     EndpointOverrides, GraphClient, GraphClientOptions, RequestObserver,
 };
+use photo_policy_operator::leader::{self, LeaderElector};
 use photo_policy_operator::metrics::{self, Metrics};
 use photo_policy_operator::oneshot::{self, Mode};
 use photo_policy_operator::policy::PhotoUpdatePolicy;
@@ -78,6 +79,22 @@ struct RunArgs {
     /// Address for /metrics, /healthz and /readyz. Port 0 picks a free port.
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
     metrics_bind_address: std::net::SocketAddr,
+    /// Run the controller only while this replica holds a Lease, so that
+    /// of several replicas only one writes.
+    #[arg(long)]
+    leader_election: bool,
+    /// Namespace of the Lease. Default: POD_NAMESPACE, else
+    /// photo-policy-system.
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "photo-policy-system",
+        value_name = "NS"
+    )]
+    leader_election_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "photo-policy-operator", value_name = "NAME")]
+    leader_election_id: String,
 }
 
 #[derive(Args)]
@@ -133,11 +150,35 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    tokio::spawn(exit_if_shutdown_hangs());
+
+    let elector = match args.leader_election {
+        true => {
+            let elector = LeaderElector::new(
+                client.clone(),
+                &args.leader_election_namespace,
+                &args.leader_election_id,
+                leader::default_identity(),
+            );
+            // A follower is ready to take over. If /readyz answered 503 until
+            // it leads, a rolling update of the Deployment could never finish.
+            metrics.set_ready();
+            info!(identity = elector.identity(), lease = %elector.lease(), "waiting for leadership");
+            if !elector.acquire_unless_stopped().await {
+                info!("stopped before acquiring leadership");
+                return Ok(());
+            }
+            info!(identity = elector.identity(), lease = %elector.lease(), "acquired leadership");
+            Some(Arc::new(elector))
+        }
+        false => None,
+    };
+    let keeper = elector.clone().map(LeaderElector::keep_or_exit);
+
     info!(
         namespace = args.namespace.as_deref().unwrap_or("*"),
         "starting controller"
     );
-    tokio::spawn(exit_if_shutdown_hangs());
     controller::run(
         Arc::new(Context::new(client, graph, metrics)),
         args.namespace,
@@ -145,6 +186,17 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     )
     .await;
     info!("controller stopped");
+
+    if let (Some(elector), Some(keeper)) = (elector, keeper) {
+        keeper.abort();
+        let _ = keeper.await;
+        match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
+            Ok(Ok(true)) => info!(identity = elector.identity(), "released leadership"),
+            Ok(Ok(false)) => info!("not releasing the Lease: it has another holder or was deleted"),
+            Ok(Err(error)) => tracing::warn!(%error, "releasing the Lease failed"),
+            Err(_) => tracing::warn!("releasing the Lease timed out"),
+        }
+    }
     Ok(())
 }
 

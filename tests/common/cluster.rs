@@ -129,6 +129,14 @@ impl Harness {
 
     /// Like [`Harness::start`], with extra emulator arguments.
     pub async fn start_with(test: &str, emulator_args: &[&str]) -> Self {
+        let mut harness = Self::start_without_operator(test, emulator_args).await;
+        harness.start_operator();
+        harness
+    }
+
+    /// Creates the namespace and starts the emulator, but no operator:
+    /// start operators with [`Harness::spawn_operator`].
+    pub async fn start_without_operator(test: &str, emulator_args: &[&str]) -> Self {
         let operator_kubeconfig = install();
         let client = Client::try_default().await.expect("KUBECONFIG works");
         let namespace = format!("e2e-{test}-{}", rand::random::<u16>());
@@ -144,26 +152,55 @@ impl Harness {
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let emulator = Emulator::start(&arg_refs);
         let log_path = operator_kubeconfig.with_file_name(format!("{namespace}.log"));
-        let mut harness = Self {
+        Self {
             client,
             namespace,
             emulator,
             operator: None,
             log_path,
-        };
-        harness.start_operator();
-        harness
+        }
     }
 
     /// Starts (or restarts) the operator process.
     pub fn start_operator(&mut self) {
         self.stop_operator();
+        let child = self
+            .operator_command(&self.log_path)
+            .spawn()
+            .expect("the operator starts");
+        self.operator = Some(child);
+    }
+
+    /// Starts the operator with `extra_args` after the harness's own, as
+    /// one more process beside any other, logging to its own file named
+    /// after `label`. The process stops when the value is dropped.
+    pub fn spawn_operator(&self, label: &str, extra_args: &[&str]) -> OperatorProcess {
+        let log_path = self
+            .log_path
+            .with_file_name(format!("{}-{label}.log", self.namespace));
+        // Each process picks its own identity from the host name.
+        let child = self
+            .operator_command(&log_path)
+            .args(extra_args)
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .spawn()
+            .expect("the operator starts");
+        OperatorProcess {
+            child,
+            log_path,
+            exited: None,
+        }
+    }
+
+    fn operator_command(&self, log_path: &Path) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log_path)
+            .open(log_path)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"));
+        command
             .args(["run", "--namespace", &self.namespace])
             .args(["--metrics-bind-address", "127.0.0.1:0"])
             .args(["--authority-host", &self.emulator.url])
@@ -174,10 +211,8 @@ impl Harness {
                 "debug,hyper=info,tower=info,rustls=info,kube=info",
             )
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("the operator starts");
-        self.operator = Some(child);
+            .stderr(log);
+        command
     }
 
     /// Stops the operator process.
@@ -305,6 +340,60 @@ impl Harness {
                 || condition_is(p, "Ready", "True", "InSync")
         })
         .await
+    }
+}
+
+/// An operator process started by [`Harness::spawn_operator`], killed
+/// when dropped.
+pub struct OperatorProcess {
+    child: Child,
+    pub log_path: PathBuf,
+    exited: Option<std::process::ExitStatus>,
+}
+
+impl OperatorProcess {
+    /// Returns the process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        self.exited = self.child.wait().ok();
+    }
+
+    /// Sends SIGTERM, as the kubelet does to stop a pod.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its
+    /// status, or None while it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            if self.exited.is_none() {
+                self.exited = self.child.try_wait().expect("try_wait works");
+            }
+            if self.exited.is_some() || start.elapsed() >= timeout {
+                return self.exited;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
