@@ -34,11 +34,13 @@ enum Command {
     Crd,
     /// Show what would change for the policies in a file, without writing.
     /// Exits 0 when every tenant is in sync, 2 when a tenant would change,
-    /// 1 on errors. The client secret is read from AZURE_CLIENT_SECRET.
+    /// 1 on errors. Credentials come from AZURE_CLIENT_SECRET,
+    /// AZURE_CLIENT_CERTIFICATE_PATH or AZURE_FEDERATED_TOKEN_FILE, by
+    /// credentials.type.
     Plan(OneShotArgs),
     /// Write the declared settings of the policies in a file and verify
     /// them with a read. Exits 0 when every tenant ends in sync, 1 on
-    /// errors. The client secret is read from AZURE_CLIENT_SECRET.
+    /// errors. Credentials come from the same variables as for plan.
     Apply(OneShotArgs),
 }
 
@@ -227,10 +229,10 @@ async fn exit_if_shutdown_hangs() {
 async fn one_shot(args: OneShotArgs, mode: Mode) -> anyhow::Result<u8> {
     telemetry::init(args.graph.log_format, "warn");
     let policies = oneshot::load_policies(&args.file)?;
-    let secret = oneshot::secret_from_env()?;
+    let credentials = oneshot::credentials_from_env(&policies)?;
     let graph = graph_client(&args.graph, None)?;
     let verify = Duration::from_secs(args.verify_timeout);
-    let code = oneshot::run(&graph, &policies, &secret, mode, verify).await;
+    let code = oneshot::run(&graph, &policies, &credentials, mode, verify).await;
     Ok(code as u8)
 }
 

@@ -8,9 +8,11 @@ use std::time::Duration;
 use kube::ResourceExt;
 use serde_json::Value;
 
-use crate::graph::{Credential, GraphClient, SecretString, Target};
+use crate::graph::{
+    Credential, GraphClient, PrivateKey, SecretString, Target, first_certificate_der, key_matches,
+};
 use crate::ownership;
-use crate::policy::{ManagementPolicy, PhotoUpdatePolicy};
+use crate::policy::{CredentialType, ManagementPolicy, PhotoUpdatePolicy};
 use crate::reconcile::{Outcome, converge, describe, describe_desired};
 use crate::settings::{DesiredSettings, ObservedSettings};
 use crate::validation::{self, FieldError};
@@ -46,9 +48,14 @@ pub enum Error {
     #[error("{path} holds no PhotoUpdatePolicy")]
     Empty { path: String },
     #[error(
-        "AZURE_CLIENT_SECRET is not set or empty: export the application's client secret value"
+        "{variable} is not set or empty, but a policy uses credentials.type {kind:?}: export it"
     )]
-    MissingSecret,
+    MissingCredential {
+        variable: &'static str,
+        kind: CredentialType,
+    },
+    #[error("the certificate file {path} cannot be used: {problem}")]
+    UnusableCertificate { path: String, problem: String },
 }
 
 fn list(errors: &[FieldError]) -> String {
@@ -133,12 +140,67 @@ fn is_policy_document(value: &Value) -> bool {
     }
 }
 
-/// Reads the client secret from `AZURE_CLIENT_SECRET`.
-pub fn secret_from_env() -> Result<SecretString, Error> {
-    match std::env::var("AZURE_CLIENT_SECRET") {
-        Ok(value) if !value.trim().is_empty() => Ok(SecretString::new(value.trim().to_string())),
-        _ => Err(Error::MissingSecret),
+/// Builds each policy's credential from the environment, in the variables
+/// the Azure SDKs use, before any Graph call: `AZURE_CLIENT_SECRET` for
+/// ClientSecret, `AZURE_CLIENT_CERTIFICATE_PATH` (a PEM file with the
+/// certificate and its private key) for ClientCertificate, and
+/// `AZURE_FEDERATED_TOKEN_FILE` for WorkloadIdentity.
+pub fn credentials_from_env(policies: &[PhotoUpdatePolicy]) -> Result<Vec<Credential>, Error> {
+    policies
+        .iter()
+        .map(|policy| credential_from_env(policy.spec.credentials.kind))
+        .collect()
+}
+
+fn credential_from_env(kind: CredentialType) -> Result<Credential, Error> {
+    match kind {
+        CredentialType::ClientSecret => {
+            let value = env_value(ENV_CLIENT_SECRET, kind)?;
+            Ok(Credential::ClientSecret(SecretString::new(value)))
+        }
+        CredentialType::ClientCertificate => {
+            let path = env_value(ENV_CERTIFICATE_PATH, kind)?;
+            certificate_from_file(&path)
+        }
+        CredentialType::WorkloadIdentity => {
+            let path = env_value(ENV_FEDERATED_TOKEN_FILE, kind)?;
+            Ok(Credential::WorkloadIdentity {
+                token_file: path.into(),
+            })
+        }
     }
+}
+
+const ENV_CLIENT_SECRET: &str = "AZURE_CLIENT_SECRET";
+const ENV_CERTIFICATE_PATH: &str = "AZURE_CLIENT_CERTIFICATE_PATH";
+const ENV_FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
+
+fn env_value(variable: &'static str, kind: CredentialType) -> Result<String, Error> {
+    match std::env::var(variable) {
+        Ok(value) if !value.trim().is_empty() => Ok(value.trim().to_string()),
+        _ => Err(Error::MissingCredential { variable, kind }),
+    }
+}
+
+/// Reads a PEM file that contains a certificate and its private key.
+fn certificate_from_file(path: &str) -> Result<Credential, Error> {
+    let unusable = |problem: String| Error::UnusableCertificate {
+        path: path.to_string(),
+        problem,
+    };
+    let pem = std::fs::read(path).map_err(|error| unusable(error.to_string()))?;
+    let certificate_der =
+        first_certificate_der(&pem).map_err(|problem| unusable(problem.to_string()))?;
+    let key = PrivateKey::from_pem(&pem).map_err(|problem| unusable(problem.to_string()))?;
+    if !key_matches(&certificate_der, &key) {
+        return Err(unusable(
+            "the private key does not belong to the certificate".into(),
+        ));
+    }
+    Ok(Credential::ClientCertificate {
+        certificate_der,
+        key,
+    })
 }
 
 /// What `plan` or `apply` should do.
@@ -153,13 +215,13 @@ pub enum Mode {
 pub async fn run(
     graph: &GraphClient,
     policies: &[PhotoUpdatePolicy],
-    secret: &SecretString,
+    credentials: &[Credential],
     mode: Mode,
     verify_timeout: Duration,
 ) -> i32 {
     let mut code = EXIT_IN_SYNC;
-    for policy in policies {
-        let result = run_one(graph, policy, secret, mode, verify_timeout).await;
+    for (policy, credential) in policies.iter().zip(credentials) {
+        let result = run_one(graph, policy, credential, mode, verify_timeout).await;
         code = code.max(result);
     }
     code
@@ -168,7 +230,7 @@ pub async fn run(
 async fn run_one(
     graph: &GraphClient,
     policy: &PhotoUpdatePolicy,
-    secret: &SecretString,
+    credential: &Credential,
     mode: Mode,
     verify_timeout: Duration,
 ) -> i32 {
@@ -193,7 +255,7 @@ async fn run_one(
         cloud: spec.cloud,
         tenant_id: spec.tenant_id.clone(),
         client_id: spec.credentials.client_id.clone(),
-        credential: Credential::ClientSecret(secret.clone()),
+        credential: credential.clone(),
     };
     let mode_for_policy = match mode {
         Mode::Apply => spec.management_policy,

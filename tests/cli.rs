@@ -312,3 +312,92 @@ async fn two_policies_for_one_tenant_refused() {
     let stats = emulator.control_get("/_emulator/stats").await;
     assert_eq!(stats["totals"]["patches"], 0, "nothing written: {stats}");
 }
+
+/// Creates a 2048-bit RSA key and a self-signed certificate with the
+/// `openssl` command, in one PEM file and a certificate-only file.
+fn certificate_files(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let key = dir.join("key.pem");
+    let cert = dir.join("cert.pem");
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=photo-policy-cli-test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .ok()?;
+    if !status.status.success() {
+        return None;
+    }
+    let both = dir.join("both.pem");
+    let text = std::fs::read_to_string(&cert).unwrap() + &std::fs::read_to_string(&key).unwrap();
+    std::fs::write(&both, text).unwrap();
+    Some((both, cert))
+}
+
+#[tokio::test]
+async fn plan_with_client_certificate() {
+    let dir = std::env::temp_dir().join(format!("ppo-cli-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some((both, cert)) = certificate_files(&dir) else {
+        eprintln!("skipped: the openssl command is not available");
+        return;
+    };
+    let emulator = Emulator::start(&[
+        "--client-cert",
+        &format!("*:{CLIENT_ID}:{}", cert.display()),
+    ]);
+    let policy = std::fs::read_to_string(example("on-premises"))
+        .unwrap()
+        .replace("type: ClientSecret", "type: ClientCertificate");
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, policy).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"))
+        .args(["plan", "-f", path.to_str().unwrap()])
+        .args([
+            "--authority-host",
+            &emulator.url,
+            "--graph-endpoint",
+            &emulator.url,
+        ])
+        .env_remove("AZURE_CLIENT_SECRET")
+        .env("AZURE_CLIENT_CERTIFICATE_PATH", &both)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let all = text(&output);
+    assert!(all.contains("would change the tenant"), "{all}");
+    assert!(!all.contains("PRIVATE KEY"), "key material printed: {all}");
+}
+
+#[tokio::test]
+async fn workload_identity_needs_token_file_variable() {
+    let emulator = start();
+    let dir = std::env::temp_dir().join(format!("ppo-cli-wi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = std::fs::read_to_string(example("on-premises"))
+        .unwrap()
+        .replace("type: ClientSecret", "type: WorkloadIdentity")
+        .replace("    secretRef:\n      name: adatum-graph\n", "");
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, policy).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"))
+        .args(["plan", "-f", path.to_str().unwrap()])
+        .args([
+            "--authority-host",
+            &emulator.url,
+            "--graph-endpoint",
+            &emulator.url,
+        ])
+        .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("AZURE_FEDERATED_TOKEN_FILE"),
+        "{}",
+        text(&output)
+    );
+}
