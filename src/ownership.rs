@@ -42,7 +42,7 @@ where
         .expect("the policy itself is a candidate")
 }
 
-/// Reports whether `policy`, being deleted, still speaks for its tenant:
+/// Reports whether `policy`, being deleted, still manages its tenant:
 /// no live policy names the tenant (a live one owns it now, or always
 /// did), and no other policy being deleted is older.
 pub fn owns_on_delete<'a, I>(policy: &PhotoUpdatePolicy, all: I) -> bool

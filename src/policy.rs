@@ -18,7 +18,7 @@ pub const GROUP: &str = "photopolicy.io";
 /// Annotation that asks for an immediate pass when its value changes.
 pub const RECONCILE_REQUESTED_AT: &str = "photopolicy.io/reconcile-requested-at";
 
-/// Finalizer that holds a policy with `deletionPolicy: Restore` until the
+/// Finalizer that keeps a policy with `deletionPolicy: Restore` until the
 /// tenant's adopted setting is written back.
 pub const RESTORE_FINALIZER: &str = "photopolicy.io/restore";
 

@@ -47,18 +47,18 @@ pub fn needs_adoption(policy: &PhotoUpdatePolicy) -> bool {
             .is_none()
 }
 
-/// What to do with a policy that is being deleted and carries the
+/// Next step for a policy that is being deleted and carries the
 /// finalizer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeletionStep {
-    /// Remove the finalizer without writing; the text says why.
+    /// Remove the finalizer without writing. The text gives the reason.
     Skip(String),
     /// Write this setting back, then remove the finalizer.
     Restore(ObservedStatus),
 }
 
-/// Decides what deleting `policy` does. `owns` tells whether the policy
-/// still speaks for its tenant (see `ownership::owns_on_delete`).
+/// Decides what deleting `policy` does. `owns` is true when the policy
+/// still manages its tenant (see `ownership::owns_on_delete`).
 pub fn deletion_step(policy: &PhotoUpdatePolicy, owns: bool) -> DeletionStep {
     let skip = |why: &str| DeletionStep::Skip(format!("{why}; the tenant was left as it is"));
     if skip_requested(policy) {
@@ -94,8 +94,8 @@ pub fn deletion_step(policy: &PhotoUpdatePolicy, owns: bool) -> DeletionStep {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoreBody {
     pub body: Value,
-    /// True when the adopted source was null or absent: Graph cannot be
-    /// told to forget a source, so the tenant keeps its current one.
+    /// True when the adopted source was null or absent: Graph has no way
+    /// to clear a source, so the tenant keeps its current one.
     pub source_left_out: bool,
 }
 
@@ -113,7 +113,7 @@ pub fn restore_body(adopted: &ObservedStatus) -> RestoreBody {
     }
 }
 
-/// Reports whether the tenant holds what [`restore_body`] wrote for
+/// Reports whether the tenant contains what [`restore_body`] wrote for
 /// `adopted`. Sources compare without regard to case (a known source by
 /// its canonical spelling), roles as sets without regard to case, and a
 /// null list equals an empty one, as Graph treats them alike.

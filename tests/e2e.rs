@@ -786,8 +786,8 @@ async fn restore_policy_writes_back_adopted_setting() {
         .await
         .unwrap();
     wait_gone(&harness, "p").await;
-    let held = tenant_settings(&harness, tenant).await;
-    assert_eq!(held, json!({"source": "cloud", "allowedRoles": null}));
+    let restored = tenant_settings(&harness, tenant).await;
+    assert_eq!(restored, json!({"source": "cloud", "allowedRoles": null}));
     let events = events(&harness);
     assert!(
         events.contains("\"Restored\""),
@@ -809,7 +809,8 @@ async fn failing_restore_holds_policy_until_skipped() {
         .await;
     harness
         .wait_for("p", "Ready with adoptedSetting", |p| {
-            condition_is(p, "Ready", "True", "Applied")
+            (condition_is(p, "Ready", "True", "Applied")
+                || condition_is(p, "Ready", "True", "InSync"))
                 && p.status.as_ref().unwrap().adopted_setting.is_some()
         })
         .await;
@@ -825,12 +826,12 @@ async fn failing_restore_holds_policy_until_skipped() {
         .delete("p", &DeleteParams::default())
         .await
         .unwrap();
-    let held = harness
+    let stuck = harness
         .wait_condition("p", "Ready", "False", "RestoreFailed")
         .await;
-    assert!(held.metadata.deletion_timestamp.is_some());
-    assert!(has_restore_finalizer(&held));
-    let ready = held
+    assert!(stuck.metadata.deletion_timestamp.is_some());
+    assert!(has_restore_finalizer(&stuck));
+    let ready = stuck
         .status
         .unwrap()
         .conditions
