@@ -45,6 +45,15 @@ pub mod reason {
     pub const INVALID_CLIENT_CERTIFICATE: &str = "InvalidClientCertificate";
     /// An older policy manages the same tenant; this one stands aside.
     pub const CONFLICT: &str = "Conflict";
+    /// Event only: the policy was deleted with `deletionPolicy: Restore`
+    /// and the tenant's adopted setting was written back and read back.
+    pub const RESTORED: &str = "Restored";
+    /// Event only: the policy was deleted with `deletionPolicy: Restore`
+    /// but the operator let it go without writing (see the message).
+    pub const RESTORE_SKIPPED: &str = "RestoreSkipped";
+    /// Writing the adopted setting back failed; the policy stays until it
+    /// succeeds or the photopolicy.io/skip-restore annotation is set.
+    pub const RESTORE_FAILED: &str = "RestoreFailed";
     /// The Kubernetes API server failed a request the operator needed.
     pub const KUBERNETES_ERROR: &str = "KubernetesError";
 }

@@ -22,10 +22,14 @@ use crate::conditions::{self, READY, SYNCED, reason};
 use crate::graph::{ErrorClass, GraphClient, Target};
 use crate::metrics::Metrics;
 use crate::ownership;
-use crate::policy::{PhotoUpdatePolicy, PhotoUpdatePolicyStatus, RECONCILE_REQUESTED_AT};
-use crate::reconcile::{
-    self, Failure, Outcome, build_status, converge, describe, describe_desired,
+use crate::policy::{
+    ObservedStatus, PhotoUpdatePolicy, PhotoUpdatePolicyStatus, RECONCILE_REQUESTED_AT,
+    RESTORE_FINALIZER, SKIP_RESTORE,
 };
+use crate::reconcile::{
+    self, Failure, Outcome, build_status, converge, describe, describe_desired, observed_status,
+};
+use crate::restore::{self, DeletionStep};
 use crate::settings::DesiredSettings;
 
 /// Field manager name for status writes and the Event reporter.
@@ -47,6 +51,13 @@ pub enum Error {
     },
     #[error("policy has no namespace")]
     MissingNamespace,
+    #[error("failed to update the finalizers of {namespace}/{name}")]
+    Finalizer {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// State shared by all reconcile passes.
@@ -120,7 +131,9 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
         })
         .applied_objects()
         .predicate_filter(
-            predicates::generation.combine(predicates::annotations),
+            predicates::generation
+                .combine(predicates::annotations)
+                .combine(deleting),
             Default::default(),
         );
     // Deletions count too: a policy whose Secret is gone must say so.
@@ -149,6 +162,12 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
             }
         })
         .await;
+}
+
+/// Lets the start of a deletion through the predicate filter even if the
+/// API server left metadata.generation as it was.
+fn deleting(policy: &PhotoUpdatePolicy) -> Option<u64> {
+    policy.metadata.deletion_timestamp.as_ref().map(|_| 1)
 }
 
 fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -193,7 +212,18 @@ pub async fn reconcile_policy(
 ) -> Result<Action, Error> {
     let namespace = policy.namespace().ok_or(Error::MissingNamespace)?;
     let key = ObjectRef::from_obj(policy.as_ref());
-    let outcome = sync(&policy, &namespace, &context, &key).await;
+    if policy.metadata.deletion_timestamp.is_some() {
+        if !restore::has_finalizer(&policy) {
+            return Ok(Action::await_change());
+        }
+        return finalize(&policy, &namespace, &context, &key).await;
+    }
+    let wants = restore::wants_finalizer(&policy);
+    if wants != restore::has_finalizer(&policy) {
+        set_finalizer(&policy, &namespace, &context.client, wants).await?;
+    }
+    let mut policy = (*policy).clone();
+    let outcome = sync(&mut policy, &namespace, &context, &key).await;
     let failures = context.record_result(&key, &outcome);
     context.metrics.reconciled(outcome.reason());
     if outcome.observed().is_some() {
@@ -214,7 +244,7 @@ fn error_policy(_policy: Arc<PhotoUpdatePolicy>, error: &Error, _context: Arc<Co
 /// Loads the inputs and converges the tenant; every failure becomes part
 /// of the outcome.
 async fn sync(
-    policy: &PhotoUpdatePolicy,
+    policy: &mut PhotoUpdatePolicy,
     namespace: &str,
     context: &Context,
     key: &ObjectRef<PhotoUpdatePolicy>,
@@ -233,6 +263,16 @@ async fn sync(
         Ok(target) => target,
         Err(failed) => return failure(failed),
     };
+    if restore::needs_adoption(policy) {
+        // The first read, before any write, is what deletion restores.
+        let observed = match context.graph.get_settings(&target).await {
+            Ok(observed) => observed,
+            Err(error) => return failure(Failure::from(&error)),
+        };
+        if let Err(failed) = record_adoption(policy, namespace, &context.client, &observed).await {
+            return failure(failed);
+        }
+    }
     let write_pending = context.write_pending(key, &desired);
     let outcome = converge(
         &context.graph,
@@ -251,6 +291,224 @@ async fn sync(
         _ => context.forget_write(key),
     }
     outcome
+}
+
+/// Writes `observed` to status.adoptedSetting before anything is written to
+/// the tenant, and keeps it in `policy` so the pass's own status write
+/// carries it on.
+async fn record_adoption(
+    policy: &mut PhotoUpdatePolicy,
+    namespace: &str,
+    client: &Client,
+    observed: &crate::settings::ObservedSettings,
+) -> Result<(), Failure> {
+    let mut status = policy.status.clone().unwrap_or_default();
+    status.adopted_setting = Some(observed_status(observed));
+    write_status(policy, namespace, client, status.clone())
+        .await
+        .map_err(|error| Failure {
+            reason: reason::KUBERNETES_ERROR.to_string(),
+            message: format!(
+                "could not record the adopted setting, so nothing was written: {}",
+                reconcile::error_chain(&error)
+            ),
+            class: ErrorClass::Transient,
+        })?;
+    policy.status = Some(status);
+    info!(
+        namespace,
+        name = %policy.name_any(),
+        adopted = %describe(observed),
+        "recorded the tenant's setting for deletionPolicy Restore"
+    );
+    Ok(())
+}
+
+/// Adds or removes the restore finalizer with a JSON patch that fails if
+/// the finalizer list changed meanwhile.
+async fn set_finalizer(
+    policy: &PhotoUpdatePolicy,
+    namespace: &str,
+    client: &Client,
+    add: bool,
+) -> Result<(), Error> {
+    let Some(patch) = restore::finalizer_patch(policy.metadata.finalizers.as_deref(), add) else {
+        return Ok(());
+    };
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).expect("finalizer_patch builds a valid JSON patch");
+    let name = policy.name_any();
+    let api: Api<PhotoUpdatePolicy> = Api::namespaced(client.clone(), namespace);
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(_) => {}
+        // Gone already: nothing left to hold.
+        Err(kube::Error::Api(response)) if response.code == 404 && !add => {}
+        Err(source) => {
+            return Err(Error::Finalizer {
+                namespace: namespace.to_string(),
+                name,
+                source,
+            });
+        }
+    }
+    info!(
+        namespace,
+        name = %policy.name_any(),
+        finalizer = RESTORE_FINALIZER,
+        added = add,
+        "updated finalizers"
+    );
+    Ok(())
+}
+
+/// Handles a policy being deleted that still carries the restore
+/// finalizer: writes the adopted setting back when the policy owns the
+/// tenant, and removes the finalizer once done or when there is nothing
+/// to write.
+async fn finalize(
+    policy: &PhotoUpdatePolicy,
+    namespace: &str,
+    context: &Context,
+    key: &ObjectRef<PhotoUpdatePolicy>,
+) -> Result<Action, Error> {
+    let owns = context.owns_on_delete(policy);
+    let adopted = match restore::deletion_step(policy, owns) {
+        DeletionStep::Skip(why) => {
+            info!(namespace, name = %policy.name_any(), why, "deleting without restoring");
+            publish(
+                policy,
+                context,
+                EventType::Normal,
+                reason::RESTORE_SKIPPED,
+                why,
+            )
+            .await;
+            set_finalizer(policy, namespace, &context.client, false).await?;
+            return Ok(Action::await_change());
+        }
+        DeletionStep::Restore(adopted) => adopted,
+    };
+    match restore_tenant(policy, namespace, context, &adopted).await {
+        Ok(note) => {
+            info!(namespace, name = %policy.name_any(), %note, "restored the tenant");
+            publish(policy, context, EventType::Normal, reason::RESTORED, note).await;
+            set_finalizer(policy, namespace, &context.client, false).await?;
+            Ok(Action::await_change())
+        }
+        Err(failure) => {
+            let outcome = Outcome::Failed {
+                failure,
+                observed: None,
+            };
+            let failures = context.record_result(key, &outcome);
+            log_outcome(policy, &outcome);
+            let previous = policy.status.as_ref();
+            let previous_reason = previous
+                .and_then(|status| conditions::find(&status.conditions, READY))
+                .map(|c| c.reason.clone());
+            if let Outcome::Failed { failure, .. } = &outcome
+                && (previous_reason.as_deref() != Some(reason::RESTORE_FAILED)
+                    || failures == WARN_AFTER_FAILURES)
+            {
+                publish(
+                    policy,
+                    context,
+                    EventType::Warning,
+                    reason::RESTORE_FAILED,
+                    failure.message.clone(),
+                )
+                .await;
+            }
+            let now = Time(jiff::Timestamp::now());
+            let status = build_status(previous, policy.metadata.generation, &outcome, &now);
+            if previous != Some(&status) {
+                write_status(policy, namespace, &context.client, status).await?;
+            }
+            let jitter = rand::rng().random_range(0.9..1.1);
+            let delay =
+                reconcile::requeue_after(&outcome, policy.spec.sync_interval(), failures, jitter);
+            Ok(delay.map_or_else(Action::await_change, Action::requeue))
+        }
+    }
+}
+
+/// Writes `adopted` back and reads it back. Returns the text of the
+/// Restored Event, or a RestoreFailed failure that says how to let the
+/// policy go.
+async fn restore_tenant(
+    policy: &PhotoUpdatePolicy,
+    namespace: &str,
+    context: &Context,
+    adopted: &ObservedStatus,
+) -> Result<String, Failure> {
+    let setting = describe(&crate::settings::ObservedSettings {
+        source: adopted.source.clone(),
+        allowed_roles: adopted.allowed_roles.clone(),
+    });
+    let failed = |cause: &str, class: ErrorClass| Failure {
+        reason: reason::RESTORE_FAILED.to_string(),
+        message: format!(
+            "could not write back the adopted setting {setting}: {cause}. The policy is kept \
+             and the write retried; to delete it without restoring, set the annotation \
+             {SKIP_RESTORE}: \"true\" or set spec.deletionPolicy to Orphan"
+        ),
+        class,
+    };
+    let target = load_target(policy, namespace, &context.client)
+        .await
+        .map_err(|f| failed(&f.message, f.class))?;
+    let body = restore::restore_body(adopted);
+    context
+        .graph
+        .patch_raw(&target, body.body)
+        .await
+        .map_err(|e| failed(&reconcile::error_chain(&e), e.class()))?;
+    let observed = context
+        .graph
+        .get_settings(&target)
+        .await
+        .map_err(|e| failed(&reconcile::error_chain(&e), e.class()))?;
+    if !restore::restored(adopted, &observed) {
+        return Err(failed(
+            &format!(
+                "Graph still returns {} after the write",
+                describe(&observed)
+            ),
+            ErrorClass::Transient,
+        ));
+    }
+    let mut note = format!("wrote back the adopted setting {setting} and read it back");
+    if body.source_left_out {
+        note.push_str(
+            "; the adopted source was null, which cannot be written, so the tenant keeps \
+             its current source",
+        );
+    }
+    Ok(note)
+}
+
+/// Publishes one Event about the policy's deletion.
+async fn publish(
+    policy: &PhotoUpdatePolicy,
+    context: &Context,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(conditions::truncate(&note, conditions::MAX_MESSAGE_BYTES)),
+        action: "Delete".into(),
+        secondary: None,
+    };
+    let reference = policy.object_ref(&());
+    if let Err(error) = context.recorder.publish(&event, &reference).await {
+        warn!(error = %reconcile::error_chain(&error), "failed to publish an Event");
+    }
 }
 
 fn failure(failure: Failure) -> Outcome {
@@ -460,6 +718,15 @@ impl Context {
                 owner.name_any()
             ),
         ))
+    }
+
+    /// Reports whether `policy`, being deleted, may restore its tenant.
+    fn owns_on_delete(&self, policy: &PhotoUpdatePolicy) -> bool {
+        let Some(store) = self.store.get() else {
+            return true;
+        };
+        let all = store.state();
+        ownership::owns_on_delete(policy, all.iter().map(AsRef::as_ref))
     }
 
     /// Returns the cached policies that name the same tenant as `policy`.

@@ -11,6 +11,7 @@ pub mod oneshot;
 pub mod ownership;
 pub mod policy;
 pub mod reconcile;
+pub mod restore;
 pub mod settings;
 pub mod telemetry;
 pub mod validation;

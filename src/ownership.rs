@@ -42,6 +42,21 @@ where
         .expect("the policy itself is a candidate")
 }
 
+/// Reports whether `policy`, being deleted, still manages its tenant:
+/// no live policy names the tenant (a live one owns it now, or always
+/// did), and no other policy being deleted is older.
+pub fn owns_on_delete<'a, I>(policy: &PhotoUpdatePolicy, all: I) -> bool
+where
+    I: IntoIterator<Item = &'a PhotoUpdatePolicy>,
+{
+    let key = tenant_key(policy);
+    all.into_iter()
+        .filter(|other| tenant_key(other) == key && !same_object(other, policy))
+        .all(|other| {
+            other.metadata.deletion_timestamp.is_some() && age_key(other) > age_key(policy)
+        })
+}
+
 /// Reports whether two handles name the same object.
 pub fn same_object(a: &PhotoUpdatePolicy, b: &PhotoUpdatePolicy) -> bool {
     a.namespace() == b.namespace() && a.name_any() == b.name_any()
@@ -104,6 +119,22 @@ mod tests {
         let new = policy("b", "new", "contoso.onmicrosoft.com", 20);
         let all = [old, new.clone()];
         assert!(same_object(owner(&new, &all), &new));
+    }
+
+    #[test]
+    fn deleted_policy_owns_only_without_live_or_older_rivals() {
+        let deleted = |mut p: PhotoUpdatePolicy| {
+            p.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(30).unwrap()));
+            p
+        };
+        let old = deleted(policy("a", "old", "contoso.onmicrosoft.com", 10));
+        let live_new = policy("b", "new", "contoso.onmicrosoft.com", 20);
+        let other_tenant = policy("b", "x", "fabrikam.onmicrosoft.com", 1);
+        assert!(owns_on_delete(&old, [&old, &other_tenant]));
+        assert!(!owns_on_delete(&old, [&old, &live_new]));
+        let gone_new = deleted(live_new.clone());
+        assert!(owns_on_delete(&old, [&old, &gone_new]));
+        assert!(!owns_on_delete(&gone_new, [&old, &gone_new]));
     }
 
     #[test]

@@ -18,6 +18,14 @@ pub const GROUP: &str = "photopolicy.io";
 /// Annotation that asks for an immediate pass when its value changes.
 pub const RECONCILE_REQUESTED_AT: &str = "photopolicy.io/reconcile-requested-at";
 
+/// Finalizer that keeps a policy with `deletionPolicy: Restore` until the
+/// tenant's adopted setting is written back.
+pub const RESTORE_FINALIZER: &str = "photopolicy.io/restore";
+
+/// Annotation that, set to "true", lets a policy being deleted go without
+/// restoring the tenant.
+pub const SKIP_RESTORE: &str = "photopolicy.io/skip-restore";
+
 /// Key in the referenced Secret when `secretRef.key` is not set.
 pub const DEFAULT_SECRET_KEY: &str = "clientSecret";
 
@@ -150,6 +158,15 @@ pub struct PhotoUpdatePolicySpec {
     /// requests for this policy until it is set back to false.
     #[serde(default)]
     pub suspend: bool,
+
+    /// What deleting the policy does to the tenant. Orphan (default) leaves
+    /// the tenant as it is. Restore writes back the setting the tenant had
+    /// when the policy adopted it (status.adoptedSetting): the operator
+    /// keeps the finalizer photopolicy.io/restore on the policy until the
+    /// write is done. To delete without restoring, set the annotation
+    /// photopolicy.io/skip-restore: "true" or set this field to Orphan.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
 }
 
 /// CEL rule for `syncInterval`: a Go duration (checked first, because
@@ -174,6 +191,16 @@ pub enum ManagementPolicy {
     Enforce,
     /// Read and report drift; never write.
     Observe,
+}
+
+/// What deleting a policy does to its tenant.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Leave the tenant's setting as it is.
+    #[default]
+    Orphan,
+    /// Write back the setting the tenant had before the policy adopted it.
+    Restore,
 }
 
 /// Application identity and where its credential is stored.
@@ -334,6 +361,13 @@ pub struct PhotoUpdatePolicyStatus {
     /// the pass is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+
+    /// The tenant's setting as Graph reported it at the policy's first
+    /// successful read, before the operator wrote anything, verbatim.
+    /// Recorded once, only with deletionPolicy Restore, and written back
+    /// when the policy is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_setting: Option<ObservedStatus>,
 }
 
 /// The tenant's photo update settings as Graph reported them.

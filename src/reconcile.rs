@@ -236,10 +236,11 @@ pub fn build_status(
             previous.last_applied_time
         },
         last_handled_reconcile_at: previous.last_handled_reconcile_at,
+        adopted_setting: previous.adopted_setting,
     }
 }
 
-fn observed_status(observed: &ObservedSettings) -> ObservedStatus {
+pub fn observed_status(observed: &ObservedSettings) -> ObservedStatus {
     ObservedStatus {
         source: observed.source.clone(),
         allowed_roles: observed.allowed_roles.clone(),

@@ -471,17 +471,10 @@ async fn operator_role_refuses_the_rest() {
         let (ok, _, err) = as_operator(&allowed, None);
         assert!(ok, "{allowed:?} must be allowed: {err}");
     }
-    let spec_patch = r#"{"spec":{"source":"onPremises"}}"#;
-    let refused: [&[&str]; 6] = [
-        &[
-            "patch",
-            "photoupdatepolicies",
-            "p",
-            "--type",
-            "merge",
-            "-p",
-            spec_patch,
-        ],
+    // `patch` on policies is granted for the restore finalizer
+    // (deletionPolicy Restore), so a spec patch is no longer refused; the
+    // operator sends none.
+    let refused: [&[&str]; 5] = [
         &["delete", "photoupdatepolicies", "p"],
         &[
             "create",
@@ -503,10 +496,7 @@ async fn operator_role_refuses_the_rest() {
         );
     }
     let policy = harness.policies().get("p").await.unwrap();
-    assert_eq!(
-        policy.spec.source, "cloud",
-        "the refused patch changed nothing"
-    );
+    assert_eq!(policy.spec.source, "cloud");
 }
 
 #[tokio::test]
@@ -723,4 +713,197 @@ async fn manifests_judged_as_plan_judges_them() {
             case.expect
         );
     }
+}
+
+/// Waits until the policy no longer exists, or panics with its last state.
+async fn wait_gone(harness: &Harness, name: &str) {
+    for _ in 0..300 {
+        if harness.policies().get_opt(name).await.unwrap().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = harness.policies().get_opt(name).await.unwrap();
+    panic!(
+        "{name} was not deleted: {:?}\noperator log:\n{}",
+        last.map(|p| (p.metadata.finalizers, p.status)),
+        harness.operator_log()
+    );
+}
+
+fn has_restore_finalizer(policy: &PhotoUpdatePolicy) -> bool {
+    policy
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == "photopolicy.io/restore")
+}
+
+/// The namespace's Events as JSON text.
+fn events(harness: &Harness) -> String {
+    let (ok, events, err) = kubectl(
+        &["get", "events", "-n", &harness.namespace, "-o", "json"],
+        None,
+    );
+    assert!(ok, "{err}");
+    events
+}
+
+#[tokio::test]
+async fn restore_policy_writes_back_adopted_setting() {
+    if !enabled("restore_policy_writes_back_adopted_setting") {
+        return;
+    }
+    let harness = Harness::start("restore").await;
+    let tenant = "restore.onmicrosoft.com";
+    harness.put_secret("creds", SECRET).await;
+    let extra = json!({"source": "onPremises", "deletionPolicy": "Restore"});
+    harness
+        .create_policy("p", spec(tenant, "creds", extra))
+        .await;
+    let policy = harness
+        .wait_for("p", "Ready with the finalizer", |p| {
+            has_restore_finalizer(p)
+                && (condition_is(p, "Ready", "True", "Applied")
+                    || condition_is(p, "Ready", "True", "InSync"))
+        })
+        .await;
+    let adopted = policy
+        .status
+        .unwrap()
+        .adopted_setting
+        .expect("adoptedSetting");
+    assert_eq!(adopted.source.as_deref(), Some("cloud"));
+    assert_eq!(adopted.allowed_roles, None, "null kept verbatim");
+    assert_eq!(
+        tenant_settings(&harness, tenant).await["source"],
+        "onPremises"
+    );
+    harness
+        .policies()
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&harness, "p").await;
+    let restored = tenant_settings(&harness, tenant).await;
+    assert_eq!(restored, json!({"source": "cloud", "allowedRoles": null}));
+    let events = events(&harness);
+    assert!(
+        events.contains("\"Restored\""),
+        "no Restored Event: {events}"
+    );
+}
+
+#[tokio::test]
+async fn failing_restore_holds_policy_until_skipped() {
+    if !enabled("failing_restore_holds_policy_until_skipped") {
+        return;
+    }
+    let harness = Harness::start("restore-fail").await;
+    let tenant = "restore-fail.onmicrosoft.com";
+    harness.put_secret("creds", SECRET).await;
+    let extra = json!({"source": "onPremises", "deletionPolicy": "Restore"});
+    harness
+        .create_policy("p", spec(tenant, "creds", extra))
+        .await;
+    harness
+        .wait_for("p", "Ready with adoptedSetting", |p| {
+            (condition_is(p, "Ready", "True", "Applied")
+                || condition_is(p, "Ready", "True", "InSync"))
+                && p.status.as_ref().unwrap().adopted_setting.is_some()
+        })
+        .await;
+    harness
+        .emulator
+        .control_post(
+            "/_emulator/faults",
+            json!({"endpoint": "graph", "method": "PATCH", "status": 503}),
+        )
+        .await;
+    harness
+        .policies()
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap();
+    let stuck = harness
+        .wait_condition("p", "Ready", "False", "RestoreFailed")
+        .await;
+    assert!(stuck.metadata.deletion_timestamp.is_some());
+    assert!(has_restore_finalizer(&stuck));
+    let ready = stuck
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.message.contains("photopolicy.io/skip-restore"),
+        "the message says the way out: {}",
+        ready.message
+    );
+    let events_text = events(&harness);
+    assert!(
+        events_text.contains("\"RestoreFailed\""),
+        "no RestoreFailed Event: {events_text}"
+    );
+    assert_eq!(
+        tenant_settings(&harness, tenant).await["source"],
+        "onPremises"
+    );
+    let patch = json!({"metadata": {"annotations": {"photopolicy.io/skip-restore": "true"}}});
+    harness
+        .policies()
+        .patch("p", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_gone(&harness, "p").await;
+    assert_eq!(
+        tenant_settings(&harness, tenant).await["source"],
+        "onPremises",
+        "skipping leaves the tenant as it is"
+    );
+    let events_text = events(&harness);
+    assert!(
+        events_text.contains("\"RestoreSkipped\""),
+        "no RestoreSkipped Event: {events_text}"
+    );
+}
+
+#[tokio::test]
+async fn switching_to_orphan_releases_the_policy() {
+    if !enabled("switching_to_orphan_releases_the_policy") {
+        return;
+    }
+    let harness = Harness::start("orphan").await;
+    let tenant = "orphan.onmicrosoft.com";
+    harness.put_secret("creds", SECRET).await;
+    let extra = json!({"source": "onPremises", "deletionPolicy": "Restore"});
+    harness
+        .create_policy("p", spec(tenant, "creds", extra))
+        .await;
+    harness
+        .wait_for("p", "the finalizer", has_restore_finalizer)
+        .await;
+    harness.wait_ready("p").await;
+    let patch = json!({"spec": {"deletionPolicy": "Orphan"}});
+    harness
+        .policies()
+        .patch("p", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    harness
+        .wait_for("p", "no finalizer", |p| !has_restore_finalizer(p))
+        .await;
+    harness
+        .policies()
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&harness, "p").await;
+    assert_eq!(
+        tenant_settings(&harness, tenant).await["source"],
+        "onPremises"
+    );
 }

@@ -209,6 +209,15 @@ impl GraphClient {
         Ok(())
     }
 
+    /// Sends `body` as the PATCH of the settings, as it is. Used to write
+    /// back a setting read from Graph, which may hold values (such as a
+    /// null list) that [`DesiredSettings`] cannot express.
+    pub async fn patch_raw(&self, target: &Target, body: Value) -> Result<(), GraphError> {
+        self.call(target, Operation::PatchSettings, Some(body))
+            .await?;
+        Ok(())
+    }
+
     /// Sends one Graph request with a token for `target`. After a 401 or 403
     /// the token is dropped from the cache, so the next attempt gets a new
     /// token that carries any permission granted since.
