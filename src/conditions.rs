@@ -43,7 +43,7 @@ pub mod reason {
     /// private key that cannot be used: not PEM, not RSA, or a key that does
     /// not belong to the certificate.
     pub const INVALID_CLIENT_CERTIFICATE: &str = "InvalidClientCertificate";
-    /// An older policy manages the same tenant; this one stands aside.
+    /// An older policy manages the same tenant, so this one does not write.
     pub const CONFLICT: &str = "Conflict";
     /// Event only: the policy was deleted with `deletionPolicy: Restore`
     /// and the tenant's adopted setting was written back and read back.

@@ -136,7 +136,7 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
                 .combine(deleting),
             Default::default(),
         );
-    // Deletions count too: a policy whose Secret is gone must say so.
+    // Deletions count too, so a policy whose Secret is gone reports it.
     let secret_stream = watcher(secrets, watcher::Config::default().any_semantic())
         .default_backoff()
         .touched_objects();
@@ -204,7 +204,7 @@ fn policies_using(
         .collect()
 }
 
-/// One pass: sync with Graph, report, and pick the next pass's time.
+/// Runs one pass: syncs with Graph, reports, and picks the next pass's time.
 /// Public so that scenario tests can drive a single pass.
 pub async fn reconcile_policy(
     policy: Arc<PhotoUpdatePolicy>,

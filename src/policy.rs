@@ -15,7 +15,7 @@ use crate::settings::{DesiredSettings, InvalidRole, Source, resolve_role};
 /// Group of every resource this operator serves.
 pub const GROUP: &str = "photopolicy.io";
 
-/// Annotation that asks for an immediate pass when its value changes.
+/// Annotation whose new value requests an immediate pass.
 pub const RECONCILE_REQUESTED_AT: &str = "photopolicy.io/reconcile-requested-at";
 
 /// Finalizer that keeps a policy with `deletionPolicy: Restore` until the
@@ -121,9 +121,9 @@ pub struct PhotoUpdatePolicySpec {
     /// managementPolicy Observe).
     pub credentials: Credentials,
 
-    /// Where user profile photos are managed: cloud or onPremises. Matched
-    /// without regard to case (onpremises works); status and Graph requests
-    /// use the canonical spelling.
+    /// Place where user profile photos are managed: cloud or onPremises.
+    /// Matched without regard to case, so onpremises works. Status and Graph
+    /// requests use the canonical spelling.
     #[x_kube(validation = kube::core::Rule::new(
         "self.lowerAscii() == 'cloud' || self.lowerAscii() == 'onpremises'"
     ).message("source must be cloud or onPremises (any letter case)"))]
@@ -159,10 +159,10 @@ pub struct PhotoUpdatePolicySpec {
     #[serde(default)]
     pub suspend: bool,
 
-    /// What deleting the policy does to the tenant. Orphan (default) leaves
+    /// Effect of deleting the policy on the tenant. Orphan (default) leaves
     /// the tenant as it is. Restore writes back the setting the tenant had
-    /// when the policy adopted it (status.adoptedSetting): the operator
-    /// keeps the finalizer photopolicy.io/restore on the policy until the
+    /// when the policy adopted it (status.adoptedSetting), and the operator
+    /// keeps the finalizer photopolicy.io/restore on the policy until that
     /// write is done. To delete without restoring, set the annotation
     /// photopolicy.io/skip-restore: "true" or set this field to Orphan.
     #[serde(default)]
@@ -193,7 +193,7 @@ pub enum ManagementPolicy {
     Observe,
 }
 
-/// What deleting a policy does to its tenant.
+/// Effect of deleting a policy on its tenant.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
     /// Leave the tenant's setting as it is.
@@ -276,7 +276,7 @@ pub struct SecretKeyRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 
-    /// Key in the Secret's data that holds the client secret. Default
+    /// Key in the Secret's data that contains the client secret. Default
     /// clientSecret. Not used with ClientCertificate, which always reads the
     /// keys tls.crt and tls.key.
     #[serde(default = "default_secret_key")]
@@ -310,7 +310,7 @@ impl JsonSchema for RoleRef {
             "x-kubernetes-validations": [{
                 "rule": ROLE_RULE,
                 // The API server falls back to `message` when the
-                // expression's result holds a line break.
+                // expression's result contains a line break.
                 "message": ROLE_FALLBACK_MESSAGE,
                 "messageExpression": ROLE_MESSAGE,
             }],
@@ -324,7 +324,7 @@ const ROLE_FALLBACK_MESSAGE: &str = "allowedRoles entries must be role template 
 
 const ROLE_MESSAGE: &str = "'\"' + self + '\" is not a role template ID or role name: write the ID with no spaces, such as fe930be7-5e62-47db-91af-98c3a49a38b1, or use GlobalAdministrator, UserAdministrator or PeopleAdministrator'";
 
-/// What the operator last saw and did for this policy.
+/// Observed tenant setting and the operator's last actions for this policy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PhotoUpdatePolicyStatus {
@@ -332,8 +332,8 @@ pub struct PhotoUpdatePolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Ready, Reconciling and Stalled, with the usual Kubernetes meaning;
-    /// Synced tells whether the tenant matched the spec at the last read.
+    /// Ready, Reconciling and Stalled, with the usual Kubernetes meaning.
+    /// Synced reports whether the tenant matched the spec at the last read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -374,7 +374,7 @@ pub struct PhotoUpdatePolicyStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObservedStatus {
-    /// Where photos are managed, as Graph spelled it (cloud, onPremises, or
+    /// Place where photos are managed, as Graph spelled it (cloud, onPremises, or
     /// a value this operator does not know yet). Absent when Graph returned
     /// null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -399,7 +399,7 @@ pub enum SpecError {
 }
 
 impl PhotoUpdatePolicySpec {
-    /// Returns the normalized setting this spec asks for.
+    /// Returns the normalized setting this spec declares.
     pub fn desired(&self) -> Result<DesiredSettings, SpecError> {
         let source = Source::parse(&self.source)
             .ok_or_else(|| SpecError::InvalidSource(self.source.clone()))?;

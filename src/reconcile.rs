@@ -11,8 +11,8 @@ use crate::graph::{ErrorClass, GraphClient, GraphError, Target};
 use crate::policy::{ManagementPolicy, ObservedStatus, PhotoUpdatePolicyStatus};
 use crate::settings::{DesiredSettings, ObservedSettings, role_name};
 
-/// What to do about the tenant, given what it holds and what the policy
-/// asks for.
+/// Action for the tenant, given its current setting and the one the
+/// policy declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// The tenant already matches.
@@ -55,7 +55,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A failure that only a change to the policy or its Secret can fix.
+    /// Builds a failure that only a change to the policy or its Secret can fix.
     pub fn permanent(reason: &str, message: impl Into<String>) -> Self {
         Self {
             reason: reason.to_string(),
@@ -87,7 +87,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     message
 }
 
-/// How one pass ended.
+/// Result of one pass.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The tenant matched the spec.
@@ -118,7 +118,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The settings read from Graph during this pass, if any.
+    /// Returns the settings read from Graph during this pass, if any.
     pub fn observed(&self) -> Option<&ObservedSettings> {
         match self {
             Self::InSync { observed }
@@ -138,7 +138,7 @@ impl Outcome {
         )
     }
 
-    /// The condition reason that sums up this pass.
+    /// Returns the condition reason that sums up this pass.
     pub fn reason(&self) -> &str {
         match self {
             Self::InSync { .. } => reason::IN_SYNC,
@@ -387,7 +387,7 @@ pub fn describe_desired(desired: &DesiredSettings) -> String {
 const RETRY_BASE: Duration = Duration::from_secs(5);
 /// Cap on the retry delay of transient failures.
 const RETRY_MAX: Duration = Duration::from_secs(300);
-/// Longest Retry-After obeyed. Graph asks for seconds to minutes; a larger
+/// Longest Retry-After obeyed. Graph requests seconds to minutes, so a larger
 /// value is more likely a broken proxy than a real request.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Delay before a failure that needs a human is retried. A change to the

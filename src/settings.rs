@@ -20,7 +20,7 @@ pub const ROLE_NAMES: [(&str, &str); 3] = [
     ),
 ];
 
-/// Where profile photos are managed, in Graph's canonical spelling.
+/// Place where profile photos are managed, in Graph's canonical spelling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
     Cloud,
@@ -39,7 +39,7 @@ impl Source {
         }
     }
 
-    /// Returns the canonical camelCase spelling that Graph answers with.
+    /// Returns the canonical camelCase spelling that Graph returns.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Cloud => "cloud",
@@ -100,7 +100,7 @@ pub fn role_name(id: &str) -> Option<&'static str> {
         .map(|(name, _)| *name)
 }
 
-/// The setting a policy asks for, normalized: canonical source and a set of
+/// The setting a policy declares, normalized: canonical source and a set of
 /// lowercase role template IDs. An empty set means every user may update
 /// their own photo.
 #[derive(Clone, Debug, PartialEq, Eq)]
