@@ -597,3 +597,57 @@ async fn tls_with_extra_root_certificate() {
     client.get_settings(&contoso()).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn in_cloud(cloud: Cloud) -> Target {
+    Target { cloud, ..contoso() }
+}
+
+/// The emulator stands in for the US Government cloud's Graph, so only
+/// tokens requested for `https://graph.microsoft.us` pass. A token cached for
+/// one cloud must never be sent to another, even for the same tenant,
+/// client and secret.
+#[tokio::test]
+async fn tokens_are_per_cloud_and_carry_its_audience() {
+    let emulator = Emulator::start(&["--graph-audience", "https://graph.microsoft.us"]);
+    let client = emulator.client();
+
+    client
+        .get_settings(&in_cloud(Cloud::USGovernment))
+        .await
+        .expect("a USGovernment token is accepted by a USGovernment Graph");
+
+    let err = client
+        .get_settings(&in_cloud(Cloud::Global))
+        .await
+        .expect_err("a Global token must not pass, and the USGovernment one must not be reused");
+    assert!(
+        matches!(err, GraphError::Graph { status: 401, .. }),
+        "unexpected error: {err:?}"
+    );
+    assert_eq!(err.reason(), reason::PERMISSION_DENIED);
+    assert_no_secret(&err, &[SECRET]);
+
+    for cloud in [Cloud::USGovernmentDoD, Cloud::China] {
+        let err = client.get_settings(&in_cloud(cloud)).await.unwrap_err();
+        assert!(
+            matches!(err, GraphError::Graph { status: 401, .. }),
+            "{cloud:?}: {err:?}"
+        );
+    }
+    // One token per cloud, each asked for once.
+    let token_requests = emulator
+        .requests()
+        .await
+        .iter()
+        .filter(|entry| entry["endpoint"] == "token")
+        .count();
+    assert_eq!(token_requests, 4);
+    assert_eq!(client.token_requests(), 4);
+
+    // The USGovernment token is still cached and still good.
+    client
+        .get_settings(&in_cloud(Cloud::USGovernment))
+        .await
+        .unwrap();
+    assert_eq!(client.token_requests(), 4);
+}
