@@ -119,14 +119,15 @@ fn tenant(name: &str) -> String {
     format!("{name}.onmicrosoft.com")
 }
 
-/// Removes what changes on every run and means nothing to the verdicts.
-fn fixture_of(mut object: Value) -> Value {
+/// Removes what changes on every run and means nothing to the verdicts,
+/// and replaces the test's random namespace, also in messages.
+fn fixture_of(mut object: Value, namespace: &str) -> Value {
     let metadata = object["metadata"].as_object_mut().unwrap();
     for key in ["managedFields", "resourceVersion", "uid"] {
         metadata.remove(key);
     }
-    metadata.insert("namespace".into(), "gitops-states".into());
-    object
+    let text = object.to_string().replace(namespace, "gitops-states");
+    serde_json::from_str(&text).unwrap()
 }
 
 #[tokio::test]
@@ -145,34 +146,56 @@ async fn live_states_match_documented_table() {
     harness
         .create_policy("in-sync", spec(&tenant("in-sync"), "creds", json!({})))
         .await;
-    harness.wait_condition("in-sync", "Ready", "True", "InSync").await;
+    harness
+        .wait_condition("in-sync", "Ready", "True", "InSync")
+        .await;
     let roles = json!({"allowedRoles": ["GlobalAdministrator"]});
     harness
         .create_policy("applied", spec(&tenant("applied"), "creds", roles.clone()))
         .await;
-    harness.wait_condition("applied", "Ready", "True", "Applied").await;
+    harness
+        .wait_condition("applied", "Ready", "True", "Applied")
+        .await;
     // An older policy (in-sync) owns the tenant.
     harness
-        .create_policy("in-sync-duplicate", spec(&tenant("in-sync"), "creds", roles.clone()))
+        .create_policy(
+            "in-sync-duplicate",
+            spec(&tenant("in-sync"), "creds", roles.clone()),
+        )
         .await;
     harness
-        .create_policy("permanent-error", spec(&tenant("permanent-error"), "wrong", json!({})))
+        .create_policy(
+            "permanent-error",
+            spec(&tenant("permanent-error"), "wrong", json!({})),
+        )
         .await;
     harness
-        .create_policy("suspended", spec(&tenant("suspended"), "creds", json!({"suspend": true})))
+        .create_policy(
+            "suspended",
+            spec(&tenant("suspended"), "creds", json!({"suspend": true})),
+        )
         .await;
     let observe = json!({"managementPolicy": "Observe", "allowedRoles": ["GlobalAdministrator"]});
     harness
-        .create_policy("observe-drift", spec(&tenant("observe-drift"), "creds", observe))
+        .create_policy(
+            "observe-drift",
+            spec(&tenant("observe-drift"), "creds", observe),
+        )
         .await;
     harness
-        .create_policy("old-generation", spec(&tenant("old-generation"), "creds", json!({})))
+        .create_policy(
+            "old-generation",
+            spec(&tenant("old-generation"), "creds", json!({})),
+        )
         .await;
 
     // States the operator retries on its own.
     emulator
         .control_put(
-            &format!("/_emulator/tenants/{}/options", tenant("awaiting-consistency")),
+            &format!(
+                "/_emulator/tenants/{}/options",
+                tenant("awaiting-consistency")
+            ),
             json!({"staleReadsAfterWrite": 1000}),
         )
         .await;
@@ -228,7 +251,12 @@ async fn live_states_match_documented_table() {
         ("suspended", "Ready", "Unknown", "Suspended"),
         ("observe-drift", "Synced", "False", "DriftDetected"),
         ("old-generation", "Ready", "True", "InSync"),
-        ("awaiting-consistency", "Reconciling", "True", "AwaitingConsistency"),
+        (
+            "awaiting-consistency",
+            "Reconciling",
+            "True",
+            "AwaitingConsistency",
+        ),
         ("transient-error", "Reconciling", "True", "GraphUnavailable"),
         ("throttled", "Reconciling", "True", "Throttled"),
         ("restore-failing", "Reconciling", "True", "RestoreFailed"),
@@ -244,7 +272,11 @@ async fn live_states_match_documented_table() {
     let patch = json!({"spec": {"syncInterval": "2h"}});
     harness
         .policies()
-        .patch("old-generation", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            "old-generation",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
         .unwrap();
     harness
@@ -252,7 +284,14 @@ async fn live_states_match_documented_table() {
         .await;
 
     let (ok, out, err) = kubectl(
-        &["get", "photoupdatepolicies", "-n", &harness.namespace, "-o", "json"],
+        &[
+            "get",
+            "photoupdatepolicies",
+            "-n",
+            &harness.namespace,
+            "-o",
+            "json",
+        ],
         None,
     );
     assert!(ok, "kubectl get failed: {err}");
@@ -260,7 +299,7 @@ async fn live_states_match_documented_table() {
     let mut objects = BTreeMap::new();
     for item in list["items"].as_array().unwrap() {
         let name = item["metadata"]["name"].as_str().unwrap().to_string();
-        objects.insert(name, fixture_of(item.clone()));
+        objects.insert(name, fixture_of(item.clone(), &harness.namespace));
     }
     // The Conflict row is the duplicate, not its owner.
     let duplicate = objects.remove("in-sync-duplicate").unwrap();

@@ -23,7 +23,12 @@ pub fn tools_dir() -> &'static PathBuf {
             .expect("tests/gitops/build.sh runs (it needs Go)");
         assert!(output.status.success(), "tests/gitops/build.sh failed");
         let stdout = String::from_utf8(output.stdout).unwrap();
-        PathBuf::from(stdout.lines().last().expect("build.sh prints the directory"))
+        PathBuf::from(
+            stdout
+                .lines()
+                .last()
+                .expect("build.sh prints the directory"),
+        )
     })
 }
 
@@ -34,8 +39,14 @@ pub fn helm(args: &[&str]) -> (bool, String, String) {
         .args(args)
         .current_dir(REPO)
         // Keep helm's own config and cache out of the developer's home.
-        .env("HELM_CONFIG_HOME", std::env::temp_dir().join("ppo-helm/config"))
-        .env("HELM_CACHE_HOME", std::env::temp_dir().join("ppo-helm/cache"))
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("ppo-helm/config"),
+        )
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("ppo-helm/cache"),
+        )
         .env("HELM_DATA_HOME", std::env::temp_dir().join("ppo-helm/data"))
         .output()
         .expect("helm runs");
@@ -170,7 +181,9 @@ pub fn condition_mismatches(row: &StateRow, object: &Value) -> Vec<String> {
     ] {
         let actual = condition_status(object, type_);
         if &actual != expected {
-            mismatches.push(format!("{type_}: documented {expected:?}, found {actual:?}"));
+            mismatches.push(format!(
+                "{type_}: documented {expected:?}, found {actual:?}"
+            ));
         }
     }
     if let Some(reason) = &row.ready_reason {
