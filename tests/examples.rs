@@ -14,7 +14,7 @@ use serde_json::Value;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Every YAML file under `examples/`, in name order.
+/// Lists every YAML file under `examples/`, in name order.
 fn example_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -138,7 +138,7 @@ async fn api_server_accepts_every_example_policy() {
     if !enabled("api_server_accepts_every_example_policy") {
         return;
     }
-    // Installs the CRD, so the dry run knows the kind.
+    // Installs the CRD, so the dry run recognizes the kind.
     common::cluster::operator_kubeconfig();
     let namespace = format!("e2e-examples-{}", rand::random::<u16>());
     let (ok, _, err) = kubectl(&["create", "namespace", &namespace], None);

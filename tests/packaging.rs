@@ -393,6 +393,7 @@ async fn chart_and_overlay_apply_to_api_server() {
         None,
     );
     assert!(ok, "{err}");
+
     let suffix = rand::random::<u16>();
     let values = format!("{REPO}/tests/fixtures/helm/custom-values.yaml");
     for (label, extra) in [("default", vec![]), ("custom", vec!["-f", values.as_str()])] {
@@ -438,16 +439,21 @@ async fn chart_and_overlay_apply_to_api_server() {
             names.contains(&format!("serviceaccount/{account}")),
             "{names}"
         );
+        let (ok, monitors, err) = kubectl(
+            &["get", "servicemonitors", "-n", &namespace, "-o", "name"],
+            None,
+        );
+        assert!(ok, "{err}");
+        assert_eq!(
+            monitors.trim().is_empty(),
+            label == "default",
+            "ServiceMonitors with {label} values: {monitors:?}"
+        );
     }
-    let (ok, out, err) = kubectl(
-        &[
-            "kustomize",
-            &format!("{REPO}/deploy/kustomize/overlays/example"),
-        ],
-        None,
-    );
-    assert!(ok, "kubectl kustomize failed: {err}");
-    apply(&out, "the example overlay");
+
+    let overlay = kustomize("deploy/kustomize/overlays/example");
+    let overlay_text: Vec<String> = overlay.iter().map(Value::to_string).collect();
+    apply(&overlay_text.join("\n"), "the example overlay");
     let (ok, image, err) = kubectl(
         &[
             "get",

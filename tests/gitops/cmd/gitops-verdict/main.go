@@ -84,42 +84,35 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-// decodeObjects accepts one object or a List and returns its objects. Numbers
-// are decoded as int64 where they are whole, as the API machinery does, so
-// kstatus compares generations as it would on a live object.
+// decodeObjects returns the one object of input, or the items of a List.
+// Whole numbers are decoded as int64, as the API machinery decodes them, so
+// kstatus compares generations as it does on a live object.
 func decodeObjects(input []byte) ([]map[string]any, error) {
 	u := &unstructured.Unstructured{}
 	if err := u.UnmarshalJSON(input); err != nil {
-		// UnmarshalJSON refuses a List; read the items one by one.
-		list := &unstructured.UnstructuredList{}
-		if listErr := list.UnmarshalJSON(input); listErr != nil {
-			return nil, fmt.Errorf("standard input is neither an object nor a List: %w", err)
-		}
-		objects := make([]map[string]any, 0, len(list.Items))
-		for _, item := range list.Items {
-			objects = append(objects, item.Object)
-		}
-		return objects, nil
+		return nil, fmt.Errorf("standard input is not a Kubernetes object or List: %w", err)
 	}
-	if u.IsList() {
-		list, err := u.ToList()
-		if err != nil {
-			return nil, err
-		}
-		objects := make([]map[string]any, 0, len(list.Items))
-		for _, item := range list.Items {
-			objects = append(objects, item.Object)
-		}
-		return objects, nil
+	if !u.IsList() {
+		return []map[string]any{u.Object}, nil
 	}
-	return []map[string]any{u.Object}, nil
+	list, err := u.ToList()
+	if err != nil {
+		return nil, err
+	}
+	objects := make([]map[string]any, 0, len(list.Items))
+	for _, item := range list.Items {
+		objects = append(objects, item.Object)
+	}
+	return objects, nil
 }
 
-// argoHealth runs a health script the way Argo CD runs a health script from
-// argocd-cm without useOpenLibs: a fresh state with only the package, base
-// and table libraries, the object in the global obj, and a returned table
-// with status and message. Argo CD also opens a restricted os library; this
-// program leaves os out, so a script that needs it fails here.
+// argoHealth runs a health script as Argo CD runs one from argocd-cm
+// without useOpenLibs. The script gets a fresh state with only the package,
+// base and table libraries, and the object in the global obj, and returns a
+// table with status and message. Argo CD also opens a restricted os
+// library, which this program leaves out, so a script that needs os fails
+// here. Where Argo CD turns an unknown status into Unknown, this program
+// fails, so that a typo in the script fails the tests.
 func argoHealth(script string, object map[string]any) (verdict, error) {
 	state := lua.NewState(lua.Options{SkipOpenLibs: true})
 	defer state.Close()
@@ -152,7 +145,7 @@ func argoHealth(script string, object map[string]any) (verdict, error) {
 	case "Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown":
 		return result, nil
 	default:
-		return verdict{}, fmt.Errorf("the script returned status %q, which Argo CD does not know", result.Status)
+		return verdict{}, fmt.Errorf("the script returned status %q, which is not an Argo CD health status", result.Status)
 	}
 }
 
