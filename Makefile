@@ -32,7 +32,8 @@ demo:
 ## Regenerate the CRD from the Rust types.
 crds:
 	$(CARGO) run --quiet --bin photo-policy-operator -- crd > crds/photoupdatepolicies.yaml
-	cp crds/photoupdatepolicies.yaml deploy/crd.yaml
+	cp crds/photoupdatepolicies.yaml deploy/kustomize/base/crd.yaml
+	cp crds/photoupdatepolicies.yaml deploy/helm/photo-policy-operator/crds/photoupdatepolicies.yaml
 
 ## Build (or reuse) kube-apiserver, etcd and kubectl.
 apiserver:

@@ -49,8 +49,8 @@ done
 emulator=$(sed -n 's/.*listening on //p' "$work/emulator.out")
 echo "emulator at $emulator"
 
-step "installing the CRD and least-privilege RBAC from deploy/"
-kubectl apply -f deploy/namespace.yaml -f deploy/crd.yaml -f deploy/rbac.yaml
+step "installing the CRD and least-privilege RBAC from deploy/kustomize/base/"
+kubectl apply -f deploy/kustomize/base/namespace.yaml -f deploy/kustomize/base/crd.yaml -f deploy/kustomize/base/rbac.yaml
 kubectl wait --for=condition=Established crd/photoupdatepolicies.photopolicy.io --timeout=60s
 
 step "starting the operator with its own ServiceAccount token"

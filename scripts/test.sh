@@ -9,6 +9,10 @@ cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 
+echo "== building or reusing helm and gitops-verdict (tests/gitops)"
+PPO_GITOPS_BIN="$(tests/gitops/build.sh | tail -n 1)"
+export PPO_GITOPS_BIN
+
 echo "== starting kube-apiserver and etcd"
 eval "$(tests/apiserver/env.sh start)"
 trap 'tests/apiserver/env.sh stop' EXIT

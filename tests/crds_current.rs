@@ -47,3 +47,20 @@ fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
         walk(property, &child, missing);
     }
 }
+
+#[test]
+fn shipped_crd_copies_are_identical() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let source = std::fs::read_to_string(format!("{repo}/crds/photoupdatepolicies.yaml")).unwrap();
+    for copy in [
+        "deploy/kustomize/base/crd.yaml",
+        "deploy/helm/photo-policy-operator/crds/photoupdatepolicies.yaml",
+    ] {
+        let text = std::fs::read_to_string(format!("{repo}/{copy}"))
+            .unwrap_or_else(|e| panic!("{copy}: {e}"));
+        assert!(
+            text == source,
+            "{copy} differs from crds/photoupdatepolicies.yaml: run `make crds` and commit the result"
+        );
+    }
+}

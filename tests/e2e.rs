@@ -1,5 +1,5 @@
 //! End to end on a real API server: the operator runs as a process under
-//! the ServiceAccount and ClusterRole from `deploy/`, against the Graph
+//! the ServiceAccount and ClusterRole from `deploy/kustomize/base`, against the Graph
 //! emulator. Runs only with PPO_E2E=1 (`make test` sets it and starts a
 //! local kube-apiserver); otherwise each test says why it skipped.
 

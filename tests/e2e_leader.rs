@@ -14,9 +14,12 @@ use serde_json::{Value, json};
 const ACQUIRED: &str = "acquired leadership";
 
 /// Grants the operator's ServiceAccount the Role for Leases from
-/// `deploy/rbac.yaml`, moved into the test's namespace.
+/// `deploy/kustomize/base/rbac.yaml`, moved into the test's namespace.
 fn grant_leases(namespace: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kustomize/base/rbac.yaml"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     let mut found = 0;
     for document in text.split("\n---") {
@@ -30,7 +33,10 @@ fn grant_leases(namespace: &str) {
         let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(&object.to_string()));
         assert!(ok, "applying the {kind} failed: {err}");
     }
-    assert_eq!(found, 2, "deploy/rbac.yaml has a Role and a RoleBinding");
+    assert_eq!(
+        found, 2,
+        "deploy/kustomize/base/rbac.yaml has a Role and a RoleBinding"
+    );
 }
 
 fn policy_spec(tenant: &str) -> Value {

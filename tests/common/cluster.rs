@@ -59,18 +59,18 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     )
 }
 
-/// Installs the CRD and RBAC from `deploy/` and mints the operator's token
+/// Installs the CRD and RBAC from `deploy/kustomize/base` and mints the operator's token
 /// kubeconfig, once per test binary.
 fn install() -> &'static Path {
     operator_kubeconfig()
 }
 
 /// Path of the kubeconfig that carries the operator's ServiceAccount
-/// token. Installs `deploy/` on first use.
+/// token. Installs that base on first use.
 pub fn operator_kubeconfig() -> &'static Path {
     static OPERATOR_KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
     OPERATOR_KUBECONFIG.get_or_init(|| {
-        let deploy = format!("{REPO}/deploy");
+        let deploy = format!("{REPO}/deploy/kustomize/base");
         let (ok, _, err) = kubectl(
             &[
                 "apply",
@@ -83,7 +83,7 @@ pub fn operator_kubeconfig() -> &'static Path {
             ],
             None,
         );
-        assert!(ok, "installing deploy/ failed: {err}");
+        assert!(ok, "installing deploy/kustomize/base failed: {err}");
         let (ok, _, err) = kubectl(
             &[
                 "wait",

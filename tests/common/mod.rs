@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod emulator;
+pub mod gitops;
 
 use serde_json::{Value, json};
 
