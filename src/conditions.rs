@@ -54,6 +54,8 @@ pub mod reason {
     /// Writing the adopted setting back failed; the policy stays until it
     /// succeeds or the photopolicy.io/skip-restore annotation is set.
     pub const RESTORE_FAILED: &str = "RestoreFailed";
+    /// The first pass over a policy has started and has not ended yet.
+    pub const PROGRESSING: &str = "Progressing";
     /// The Kubernetes API server failed a request the operator needed.
     pub const KUBERNETES_ERROR: &str = "KubernetesError";
 }

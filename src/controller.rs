@@ -263,6 +263,13 @@ async fn sync(
         Ok(target) => target,
         Err(failed) => return failure(failed),
     };
+    if policy
+        .status
+        .as_ref()
+        .is_none_or(|status| status.conditions.is_empty())
+    {
+        mark_first_pass(policy, namespace, &context.client).await;
+    }
     if restore::needs_adoption(policy) {
         // The first read, before any write, is what deletion restores.
         let observed = match context.graph.get_settings(&target).await {
@@ -291,6 +298,23 @@ async fn sync(
         _ => context.forget_write(key),
     }
     outcome
+}
+
+/// Writes the status of a first pass in progress, so GitOps tools see the
+/// policy as in progress while the Graph requests run. A failed write is
+/// only logged, because the pass's own status write follows.
+async fn mark_first_pass(policy: &mut PhotoUpdatePolicy, namespace: &str, client: &Client) {
+    let now = Time(jiff::Timestamp::now());
+    let status = reconcile::first_pass_status(policy.metadata.generation, &now);
+    match write_status(policy, namespace, client, status.clone()).await {
+        Ok(()) => policy.status = Some(status),
+        Err(error) => warn!(
+            namespace,
+            name = %policy.name_any(),
+            error = %reconcile::error_chain(&error),
+            "could not write the first pass's status"
+        ),
+    }
 }
 
 /// Writes `observed` to status.adoptedSetting before anything is written to

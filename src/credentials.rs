@@ -98,7 +98,9 @@ async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result<Sec
 fn secret_read_failure(namespace: &str, name: &str, error: &kube::Error) -> Failure {
     let (detail, class) = match error {
         kube::Error::Api(status) if status.code == 403 => (
-            "403 Forbidden: the operator's ClusterRole must grant get on secrets".to_string(),
+            format!(
+                "403 Forbidden: the operator's ClusterRole, or its Role in namespace {namespace}, must grant get on secrets"
+            ),
             ErrorClass::Permanent,
         ),
         kube::Error::Api(status) => (

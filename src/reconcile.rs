@@ -367,6 +367,34 @@ fn build_conditions(
     built
 }
 
+/// Builds the status written when the operator starts its first pass over
+/// a policy, before any Graph request. Without it, a policy would have no
+/// conditions until the pass ends, and kstatus (Flux) calls such an object
+/// Current.
+pub fn first_pass_status(generation: Option<i64>, now: &Time) -> PhotoUpdatePolicyStatus {
+    let message = "first pass started: reading the tenant's setting";
+    let make = |type_: &str, status: &str| {
+        condition(
+            &[],
+            type_,
+            status,
+            reason::PROGRESSING,
+            message,
+            generation,
+            now,
+        )
+    };
+    PhotoUpdatePolicyStatus {
+        observed_generation: generation,
+        conditions: vec![
+            make(READY, "Unknown"),
+            make(RECONCILING, "True"),
+            make(STALLED, "False"),
+        ],
+        ..PhotoUpdatePolicyStatus::default()
+    }
+}
+
 /// Describes an observed setting in words for messages.
 pub fn describe(observed: &ObservedSettings) -> String {
     let source = observed.source.as_deref().unwrap_or("null");

@@ -320,3 +320,26 @@ fn status_failed_write_after_drift_is_not_synced() {
     let synced = find(&second.conditions, SYNCED).unwrap();
     assert_eq!(synced.reason, "PermissionDenied");
 }
+
+#[test]
+fn first_pass_status_reads_as_in_progress() {
+    let now = Time(jiff::Timestamp::UNIX_EPOCH);
+    let status = first_pass_status(Some(3), &now);
+    assert_eq!(status.observed_generation, Some(3));
+    let find = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("{type_} is set"))
+    };
+    assert_eq!(find(READY).status, "Unknown");
+    assert_eq!(find(RECONCILING).status, "True");
+    assert_eq!(find(STALLED).status, "False");
+    for condition in &status.conditions {
+        assert_eq!(condition.reason, reason::PROGRESSING);
+        assert_eq!(condition.observed_generation, Some(3));
+    }
+    assert!(status.observed.is_none());
+    assert!(status.last_sync_time.is_none());
+}

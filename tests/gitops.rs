@@ -266,6 +266,24 @@ async fn live_states_match_documented_table() {
         harness.wait_condition(name, type_, status, reason).await;
     }
 
+    // A first pass held up at its token request: the status written before
+    // any Graph request, captured before the request times out.
+    emulator
+        .control_post(
+            "/_emulator/faults",
+            json!({"endpoint": "token", "tenant": tenant("first-pass"), "delayMs": 120000}),
+        )
+        .await;
+    harness
+        .create_policy(
+            "first-pass",
+            spec(&tenant("first-pass"), "creds", json!({})),
+        )
+        .await;
+    harness
+        .wait_condition("first-pass", "Reconciling", "True", "Progressing")
+        .await;
+
     // With the operator stopped: a spec change it has not seen yet, and a
     // policy it has never seen.
     harness.stop_operator();
