@@ -14,9 +14,12 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    Harness, SECRET, condition_is, condition_message, enabled, kubectl, secret_spec,
+    Harness, SECRET, condition_is, condition_message, enabled, kubectl, operator_kubeconfig,
+    secret_spec,
 };
 use common::emulator::LoggedRequest;
+use common::proxy::Proxy;
+use futures::StreamExt;
 use futures::future::join_all;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use photo_policy_operator::policy::PhotoUpdatePolicy;
@@ -1031,4 +1034,142 @@ async fn json_log_lines_are_objects() {
     assert_eq!(failed["level"], "WARN");
     assert_eq!(failed["reason"], "InvalidClientSecret");
     assert_eq!(failed["name"], "p");
+}
+
+/// Returns the client URL of the local etcd that `tests/apiserver/env.sh`
+/// started, or None for another cluster.
+fn local_etcd() -> Option<String> {
+    let dir = std::env::var("PPO_TESTENV_DIR").ok()?;
+    let ready = std::fs::read_to_string(format!("{dir}/ready")).ok()?;
+    ready
+        .lines()
+        .find_map(|line| line.strip_prefix("ETCD_URL="))
+        .map(str::to_string)
+}
+
+/// Compacts etcd's history up to its current revision, through the JSON
+/// gateway of its v3 API, so that no watch can resume from an older one.
+async fn compact_etcd(etcd: &str) {
+    let http = reqwest::Client::new();
+    let range: Value = http
+        .post(format!("{etcd}/v3/kv/range"))
+        .json(&json!({"key": "AA==", "limit": 1}))
+        .send()
+        .await
+        .expect("etcd answers")
+        .json()
+        .await
+        .expect("etcd returns JSON");
+    let revision = range["header"]["revision"].clone();
+    let response = http
+        .post(format!("{etcd}/v3/kv/compaction"))
+        .json(&json!({"revision": revision, "physical": true}))
+        .send()
+        .await
+        .expect("etcd answers");
+    assert!(response.status().is_success(), "compaction: {response:?}");
+}
+
+/// Writes a copy of the operator's kubeconfig that reaches the API server
+/// through `proxy`, and returns its path.
+fn kubeconfig_through(harness: &Harness, proxy: &Proxy) -> std::path::PathBuf {
+    let original = std::fs::read_to_string(operator_kubeconfig()).unwrap();
+    let server = original
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("server: "))
+        .expect("the kubeconfig names a server")
+        .to_string();
+    let proxied = original.replace(&server, &format!("https://{}", proxy.address));
+    let path = harness
+        .log_path
+        .with_file_name(format!("{}.kubeconfig", harness.namespace));
+    std::fs::write(&path, proxied).unwrap();
+    path
+}
+
+/// The operator's watch ends and the version it resumes from has been
+/// compacted away, so the API server answers 410 Gone and the operator
+/// lists again. The owner of a tenant was deleted while the watch was down:
+/// the next policy for the tenant still takes over at once, not after the
+/// 10 minute retry of its Conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_watch_relists_and_hands_over() {
+    if !enabled("expired_watch_relists_and_hands_over") {
+        return;
+    }
+    let Some(etcd) = local_etcd() else {
+        eprintln!(
+            "skipped expired_watch_relists_and_hands_over: it compacts etcd, so it needs the \
+             local API server of tests/apiserver/env.sh (PPO_TESTENV_DIR)"
+        );
+        return;
+    };
+    let mut harness = Harness::start_without_operator("expiry", &[]).await;
+    let kubeconfig = std::fs::read_to_string(operator_kubeconfig()).unwrap();
+    let upstream = kubeconfig
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("server: https://"))
+        .and_then(|address| address.parse().ok())
+        .expect("the API server listens on an IP address");
+    let proxy = Proxy::start(upstream).await;
+    harness.operator_kubeconfig = Some(kubeconfig_through(&harness, &proxy));
+    harness.start_operator();
+    harness.put_secret("creds", SECRET).await;
+    let tenant = "expiry-shared.onmicrosoft.com";
+    harness
+        .create_policy("first", secret_spec(tenant, "creds", json!({})))
+        .await;
+    harness.wait_ready("first").await;
+    let extra = json!({"source": "onPremises"});
+    harness
+        .create_policy("second", secret_spec(tenant, "creds", extra))
+        .await;
+    let second = harness
+        .wait_condition("second", "Stalled", "True", "Conflict")
+        .await;
+    let seen = second.metadata.resource_version.clone().unwrap();
+
+    // The watch goes down; meanwhile the owner is deleted and the history
+    // compacted.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    harness
+        .policies()
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    compact_etcd(&etcd).await;
+    let params = kube::api::WatchParams::default().timeout(3);
+    let mut stream = harness
+        .policies()
+        .watch(&params, &seen)
+        .await
+        .expect("the watch request is accepted")
+        .boxed();
+    let first_event = stream.next().await;
+    let expired = matches!(
+        &first_event,
+        Some(Ok(kube::api::WatchEvent::Error(status))) if status.code == 410
+    );
+    assert!(
+        expired,
+        "a watch from a compacted version did not get 410 but {first_event:?}; start the API \
+         server with PPO_TESTENV_APISERVER_ARGS=--watch-cache-sizes=photoupdatepolicies.photopolicy.io#0 \
+         (scripts/test.sh does) so that policy watches are served by etcd"
+    );
+    proxy.open();
+
+    harness.wait_ready("second").await;
+    assert_setting(&harness, tenant, "onPremises", &[]).await;
+    let log = harness.operator_log();
+    assert!(
+        log.contains("too old"),
+        "the operator's watch got no 410:\n{log}"
+    );
+    assert!(
+        log.contains("policy deleted while the watch was down"),
+        "{log}"
+    );
+    let stats = harness.emulator.tenant_stats(tenant).await;
+    assert_eq!(stats["patches"], 1, "{stats}");
 }

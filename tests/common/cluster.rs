@@ -120,6 +120,8 @@ pub struct Harness {
     operator: Option<Child>,
     /// Arguments added to every operator started by the harness.
     operator_args: Vec<String>,
+    /// Kubeconfig of the operator instead of the one from [`operator_kubeconfig`].
+    pub operator_kubeconfig: Option<PathBuf>,
     pub log_path: PathBuf,
 }
 
@@ -160,6 +162,7 @@ impl Harness {
             emulator,
             operator: None,
             operator_args: Vec::new(),
+            operator_kubeconfig: None,
             log_path,
         }
     }
@@ -215,7 +218,10 @@ impl Harness {
             .args(["--metrics-bind-address", "127.0.0.1:0"])
             .args(["--authority-host", &self.emulator.url])
             .args(["--graph-endpoint", &self.emulator.url])
-            .env("KUBECONFIG", install())
+            .env(
+                "KUBECONFIG",
+                self.operator_kubeconfig.as_deref().unwrap_or(install()),
+            )
             .env(
                 "RUST_LOG",
                 "debug,hyper=info,tower=info,rustls=info,kube=info",

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod emulator;
+pub mod proxy;
 
 use serde_json::{Value, json};
 
