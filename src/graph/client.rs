@@ -128,15 +128,14 @@ impl RetryAfterWindows {
         )
     }
 
-    /// Returns a [`GraphError::RetryAfterPending`] while the call's window is open.
-    fn check(&self, call: &GraphCall) -> Result<(), GraphError> {
+    /// Returns a [`GraphError::RetryAfterPending`] while the call's window
+    /// is open, else None.
+    fn pending(&self, call: &GraphCall) -> Option<GraphError> {
         let mut until = self.until.lock().expect("retry-after lock poisoned");
         let now = Instant::now();
         until.retain(|_, (end, _)| *end > now);
-        let Some((end, reason)) = until.get(&Self::key(call)) else {
-            return Ok(());
-        };
-        Err(GraphError::RetryAfterPending {
+        let (end, reason) = until.get(&Self::key(call))?;
+        Some(GraphError::RetryAfterPending {
             operation: call.operation,
             tenant: call.tenant.to_string(),
             host: call.url.origin().ascii_serialization(),
@@ -346,7 +345,9 @@ impl GraphClient {
             request = request.json(&body);
         }
 
-        self.inner.retry_after.check(&call)?;
+        if let Some(error) = self.inner.retry_after.pending(&call) {
+            return Err(error);
+        }
         self.inner.graph_requests.fetch_add(1, Ordering::Relaxed);
         let received = call.execute(request).await;
         self.observe(operation, &received);
@@ -396,7 +397,9 @@ impl GraphClient {
         };
         let request = self.inner.http.post(url.clone()).form(&form);
 
-        self.inner.retry_after.check(&call)?;
+        if let Some(error) = self.inner.retry_after.pending(&call) {
+            return Err(error);
+        }
         self.inner.token_requests.fetch_add(1, Ordering::Relaxed);
         let received = call.execute(request).await;
         self.observe(Operation::TokenRequest, &received);
