@@ -476,6 +476,16 @@ async fn unexpected_json_is_reported_and_corrected() {
         ),
     ];
     create_all(&harness, &bodies).await;
+    // The failures are seen while they last, so all cases are watched at once.
+    let waits = bodies.iter().map(|case| {
+        let harness = &harness;
+        async move {
+            let policy = wait_reason(harness, case.name, "UnexpectedResponse").await;
+            assert_retrying(&policy, "UnexpectedResponse");
+            harness.wait_ready(case.name).await;
+        }
+    });
+    join_all(waits).await;
 
     let written = [
         (
@@ -506,9 +516,6 @@ async fn unexpected_json_is_reported_and_corrected() {
     assert_eq!(stats["patches"], 0, "annotations are not drift: {stats}");
 
     for case in &bodies {
-        let policy = wait_reason(&harness, case.name, "UnexpectedResponse").await;
-        assert_retrying(&policy, "UnexpectedResponse");
-        harness.wait_ready(case.name).await;
         assert_setting(&harness, &case.tenant, "onPremises", &[]).await;
         let requests = harness.emulator.requests_of(&case.tenant).await;
         let (fault, retry) = fault_and_retry(&requests);

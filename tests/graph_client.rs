@@ -292,7 +292,12 @@ async fn throttled_with_retry_after() {
     assert_eq!(err.status(), Some(429));
     assert!(err.request_id().is_some(), "{err:?}");
     assert!(err.to_string().contains("retry after 30s"), "{err}");
-    client.get_settings(&contoso()).await.unwrap();
+    // Nothing is sent for the tenant until the 30s have passed; a new client
+    // has no such memory.
+    let held = client.get_settings(&contoso()).await.unwrap_err();
+    assert_eq!(held.reason(), reason::THROTTLED);
+    assert_eq!(held.status(), None, "{held}");
+    emulator.client().get_settings(&contoso()).await.unwrap();
 }
 
 #[tokio::test]

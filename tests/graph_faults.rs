@@ -190,3 +190,23 @@ async fn token_errors_classified_by_aadsts_code() {
         assert!(!failure.to_string().contains(SECRET), "{failure}");
     }
 }
+
+/// The emulator counts a request inside the Retry-After of a 503 as a
+/// violation, as it does for a 429, so the suite's counts can fail.
+#[tokio::test]
+async fn emulator_counts_requests_inside_a_503_window() {
+    let emulator = start();
+    let tenant = "counted.onmicrosoft.com";
+    emulator
+        .add_faults(json!({"endpoint": "graph", "tenant": tenant, "status": 503,
+                           "retryAfter": 30, "count": 1}))
+        .await;
+    let first = client(&emulator).get_settings(&target(tenant)).await;
+    assert!(first.is_err(), "{first:?}");
+    // A second client has no memory of the window and sends at once.
+    client(&emulator)
+        .get_settings(&target(tenant))
+        .await
+        .expect("the fault is used up");
+    assert_eq!(counter(&emulator, tenant, "retryAfterViolations").await, 1);
+}
