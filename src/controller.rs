@@ -134,13 +134,13 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
             Ok(watcher::Event::InitDone) => {
                 // The reflector has swapped the relisted policies in by now.
                 let after = relist_store.state();
-                for gone in missing_from(&before_relist, &after) {
+                for deleted_policy in missing_from(&before_relist, &after) {
                     info!(
-                        namespace = gone.namespace().unwrap_or_default(),
-                        name = %gone.name_any(),
+                        namespace = deleted_policy.namespace().unwrap_or_default(),
+                        name = %deleted_policy.name_any(),
                         "policy deleted while the watch was down"
                     );
-                    deleted(gone);
+                    deleted(deleted_policy);
                 }
                 before_relist.clear();
                 // NOTE: a second `Store::wait_until_ready` waiter next to

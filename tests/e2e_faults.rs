@@ -1,8 +1,8 @@
-//! Fault suite on a real API server: the Graph emulator injects the errors
-//! Graph and Entra ID send, the operator runs as a process, and each case
-//! checks three things: the tenant ends with the right setting (read through
-//! the emulator's control API), the status names what happened, and the
-//! number of requests stays bounded. Runs only with PPO_E2E=1 (`make test`
+//! Fault suite on a real API server. The Graph emulator injects the errors
+//! that Graph and Entra ID send, and the operator runs as a process. Each
+//! case checks that the tenant ends with the right setting (read through the
+//! emulator's control API), that the status names what happened, and that
+//! the number of requests stays bounded. Runs only with PPO_E2E=1 (`make test`
 //! sets it); otherwise each test says why it skipped.
 //!
 //! The cases of one test share an operator, each on its own tenant with
@@ -92,7 +92,7 @@ fn assert_stalled(policy: &PhotoUpdatePolicy, reason: &str) {
     );
 }
 
-/// Asserts that the tenant holds `source` and exactly the roles `roles`.
+/// Asserts that the tenant has `source` and exactly the roles `roles`.
 async fn assert_setting(harness: &Harness, tenant: &str, source: &str, roles: &[&str]) {
     let held = harness.emulator.settings(tenant).await;
     assert_eq!(held["source"], source, "{tenant}: source in {held}");
@@ -108,7 +108,7 @@ async fn assert_setting(harness: &Harness, tenant: &str, source: &str, roles: &[
     assert_eq!(held_roles, want, "{tenant}: allowedRoles in {held}");
 }
 
-/// Returns the first request that a fault rule answered, and the first
+/// Returns the first request that a fault rule responded to, and the first
 /// request to the same endpoint after it.
 fn fault_and_retry(requests: &[LoggedRequest]) -> (LoggedRequest, LoggedRequest) {
     let index = requests
@@ -130,7 +130,7 @@ async fn count(harness: &Harness, tenant: &str, endpoint: &str) -> usize {
     requests.iter().filter(|r| r.endpoint == endpoint).count()
 }
 
-/// The namespace's Events as JSON text.
+/// Returns the namespace's Events as JSON text.
 fn events(harness: &Harness) -> String {
     let (ok, events, err) = kubectl(
         &["get", "events", "-n", &harness.namespace, "-o", "json"],
@@ -246,9 +246,9 @@ async fn retry_after_is_obeyed() {
             let policy = wait_reason(harness, name, reason).await;
             assert_retrying(&policy, reason);
             let message = condition_message(&policy, "Ready");
-            let said = message.contains(&format!("retry after {wait}s"))
+            let gives_wait = message.contains(&format!("retry after {wait}s"))
                 || message.contains("as Retry-After asks");
-            assert!(said, "{name}: the message gives the wait: {message}");
+            assert!(gives_wait, "{name}: the message gives the wait: {message}");
 
             // A pass asked for during the wait sends nothing.
             harness.request_reconcile(name, "early").await;
@@ -554,7 +554,7 @@ async fn unknown_enum_value_observed_verbatim() {
     assert_eq!(harness.emulator.tenant_stats(tenant).await["patches"], 0);
 }
 
-/// PATCH answered with 204, and GETs that return the old value for a while
+/// PATCH responses with 204, and GETs that return the old value for a while
 /// after a write: the write is trusted only once a GET shows it, and it is
 /// not sent twice.
 #[tokio::test]
@@ -861,7 +861,7 @@ async fn status_written_over_another_writer() {
     );
 }
 
-/// Waits until the emulator has answered `count` `method` requests of the
+/// Waits until the emulator has responded to `count` `method` requests of the
 /// tenant with a success status.
 async fn wait_for_requests(harness: &Harness, tenant: &str, method: &str, count: usize) {
     for _ in 0..300 {
@@ -875,7 +875,7 @@ async fn wait_for_requests(harness: &Harness, tenant: &str, method: &str, count:
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{tenant}: the emulator never answered {count} {method} requests");
+    panic!("{tenant}: the emulator never responded to {count} {method} requests");
 }
 
 /// The operator is killed with SIGKILL while its PATCH waits in the

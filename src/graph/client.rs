@@ -144,8 +144,8 @@ impl RetryAfterWindows {
         })
     }
 
-    /// Opens or extends the call's window when the class of `error` says to
-    /// wait for a Retry-After.
+    /// Opens or extends the call's window when the class of `error` calls
+    /// for a wait of a Retry-After.
     fn record(&self, call: &GraphCall, error: &GraphError) {
         let ErrorClass::Throttled {
             retry_after: Some(delay),

@@ -412,7 +412,7 @@ fn token_verdict(
     }
     if status >= 500 || error == Some("temporarily_unavailable") {
         return match retry_after {
-            // A 503 with Retry-After asks for a pause just as a 429 does.
+            // A 503 with Retry-After requests a pause just as a 429 does.
             Some(_) => verdict(
                 ErrorClass::Throttled { retry_after },
                 reason::TOKEN_ENDPOINT_UNAVAILABLE,
