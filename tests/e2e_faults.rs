@@ -14,8 +14,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    Harness, SECRET, condition_is, condition_message, enabled, kubectl, operator_kubeconfig,
-    secret_spec,
+    Harness, SECRET, condition_is, condition_message, enabled, operator_kubeconfig, secret_spec,
 };
 use common::emulator::LoggedRequest;
 use common::proxy::Proxy;
@@ -60,34 +59,32 @@ async fn wait_reason(harness: &Harness, name: &str, reason: &str) -> PhotoUpdate
 
 /// Asserts the kstatus conditions of a failure that retries by itself.
 fn assert_retrying(policy: &PhotoUpdatePolicy, reason: &str) {
-    let name = policy.metadata.name.as_deref().unwrap_or_default();
-    assert!(
-        condition_is(policy, "Ready", "False", reason),
-        "{name}: Ready"
-    );
-    assert!(
-        condition_is(policy, "Reconciling", "True", reason),
-        "{name}: Reconciling"
-    );
-    assert!(
-        condition_is(policy, "Stalled", "False", reason),
-        "{name}: Stalled"
-    );
+    assert_failed(policy, reason, false);
 }
 
 /// Asserts the kstatus conditions of a failure that needs a human.
 fn assert_stalled(policy: &PhotoUpdatePolicy, reason: &str) {
+    assert_failed(policy, reason, true);
+}
+
+/// Asserts Ready False with `reason`, and Reconciling and Stalled as the
+/// class of the failure sets them.
+fn assert_failed(policy: &PhotoUpdatePolicy, reason: &str, permanent: bool) {
     let name = policy.metadata.name.as_deref().unwrap_or_default();
+    let (reconciling, stalled) = match permanent {
+        true => ("False", "True"),
+        false => ("True", "False"),
+    };
     assert!(
         condition_is(policy, "Ready", "False", reason),
         "{name}: Ready"
     );
     assert!(
-        condition_is(policy, "Reconciling", "False", reason),
+        condition_is(policy, "Reconciling", reconciling, reason),
         "{name}: Reconciling"
     );
     assert!(
-        condition_is(policy, "Stalled", "True", reason),
+        condition_is(policy, "Stalled", stalled, reason),
         "{name}: Stalled"
     );
 }
@@ -128,16 +125,6 @@ fn fault_and_retry(requests: &[LoggedRequest]) -> (LoggedRequest, LoggedRequest)
 async fn count(harness: &Harness, tenant: &str, endpoint: &str) -> usize {
     let requests = harness.emulator.requests_of(tenant).await;
     requests.iter().filter(|r| r.endpoint == endpoint).count()
-}
-
-/// Returns the namespace's Events as JSON text.
-fn events(harness: &Harness) -> String {
-    let (ok, events, err) = kubectl(
-        &["get", "events", "-n", &harness.namespace, "-o", "json"],
-        None,
-    );
-    assert!(ok, "{err}");
-    events
 }
 
 /// Asserts that Retry-After was obeyed for `tenant`: no request inside the
@@ -759,19 +746,8 @@ async fn token_errors_by_aadsts_class() {
         .wait_condition("expired", "Ready", "True", "Applied")
         .await;
     assert_setting(&harness, &expired_tenant, "onPremises", &[]).await;
-    let (ok, object, err) = kubectl(
-        &[
-            "get",
-            "photoupdatepolicies",
-            "-n",
-            &harness.namespace,
-            "-o",
-            "json",
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
-    let events = events(&harness);
+    let object = harness.get_json("photoupdatepolicies");
+    let events = harness.get_json("events");
     for text in [&object, &events, &harness.operator_log()] {
         assert!(!text.contains(old_secret), "the expired secret leaked");
         assert!(!text.contains(new_secret), "the new secret leaked");
@@ -789,20 +765,7 @@ async fn status_written_over_another_writer() {
     }
     let harness = settled_harness("statusconflict", &[], &[]).await;
     let tenant = "statusconflict-p.onmicrosoft.com";
-    harness
-        .emulator
-        .add_faults(
-            json!({"endpoint": "graph", "tenant": tenant, "method": "PATCH",
-                           "delayMs": 3000, "count": 1}),
-        )
-        .await;
-    harness
-        .create_policy(
-            "p",
-            secret_spec(tenant, "creds", json!({"source": "onPremises"})),
-        )
-        .await;
-    wait_for_requests(&harness, tenant, "GET", 1).await;
+    create_with_slow_write(&harness, tenant).await;
 
     // While the PATCH waits in the emulator: a new spec, and a forged status.
     let patch = json!({"spec": {"source": "cloud", "allowedRoles": ["GlobalAdministrator"]}});
@@ -859,6 +822,18 @@ async fn status_written_over_another_writer() {
         managers.iter().any(|m| m == "photo-policy-operator"),
         "{managers:?}"
     );
+}
+
+/// Creates the policy `p`, which declares `onPremises` for `tenant`, with
+/// its PATCH held 3s in the emulator. Returns once the GET before the PATCH
+/// has been answered, so the PATCH is about to be sent or in flight.
+async fn create_with_slow_write(harness: &Harness, tenant: &str) {
+    let rule = json!({"endpoint": "graph", "tenant": tenant, "method": "PATCH",
+                      "delayMs": 3000, "count": 1});
+    harness.emulator.add_faults(rule).await;
+    let spec = secret_spec(tenant, "creds", json!({"source": "onPremises"}));
+    harness.create_policy("p", spec).await;
+    wait_for_requests(harness, tenant, "GET", 1).await;
 }
 
 /// Waits until the emulator has responded to `count` `method` requests of the
@@ -954,20 +929,7 @@ async fn sigterm_lets_the_write_finish() {
     let mut operator = harness.spawn_operator("term", &[]);
     harness.put_secret("creds", SECRET).await;
     let tenant = "sigterm-p.onmicrosoft.com";
-    harness
-        .emulator
-        .add_faults(
-            json!({"endpoint": "graph", "tenant": tenant, "method": "PATCH",
-                           "delayMs": 3000, "count": 1}),
-        )
-        .await;
-    harness
-        .create_policy(
-            "p",
-            secret_spec(tenant, "creds", json!({"source": "onPremises"})),
-        )
-        .await;
-    wait_for_requests(&harness, tenant, "GET", 1).await;
+    create_with_slow_write(&harness, tenant).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     operator.terminate();
     let exit = operator.wait_exit(Duration::from_secs(25)).await;

@@ -362,6 +362,17 @@ impl Harness {
             .unwrap_or_else(|e| panic!("annotating {name} failed: {e}"));
     }
 
+    /// Returns `kubectl get RESOURCE -o json` of the test's namespace, such
+    /// as its policies or Events.
+    pub fn get_json(&self, resource: &str) -> String {
+        let (ok, out, err) = kubectl(
+            &["get", resource, "-n", &self.namespace, "-o", "json"],
+            None,
+        );
+        assert!(ok, "kubectl get {resource}: {err}");
+        out
+    }
+
     /// Waits until the policy is Ready for its current generation, whether
     /// the last pass wrote (Applied) or found the tenant in sync (InSync):
     /// a Secret event can start a second pass right after a write.
