@@ -210,3 +210,35 @@ async fn emulator_counts_requests_inside_a_503_window() {
         .expect("the fault is used up");
     assert_eq!(counter(&emulator, tenant, "retryAfterViolations").await, 1);
 }
+
+/// A request that the client gives up on while a fault delays it is still
+/// logged and counted, with no status, so a client that times out and
+/// retries cannot hide its requests.
+#[tokio::test]
+async fn abandoned_request_is_logged() {
+    let emulator = start();
+    let tenant = "abandoned.onmicrosoft.com";
+    emulator
+        .add_faults(
+            json!({"endpoint": "graph", "tenant": tenant, "method": "GET",
+                           "delayMs": 3000, "count": 1}),
+        )
+        .await;
+    let endpoints = EndpointOverrides::parse(Some(&emulator.url), Some(&emulator.url)).unwrap();
+    let impatient = GraphClient::new(GraphClientOptions {
+        endpoints,
+        timeout: Duration::from_millis(500),
+        ..GraphClientOptions::default()
+    })
+    .unwrap();
+    let error = impatient.get_settings(&target(tenant)).await.unwrap_err();
+    assert_eq!(error.reason(), reason::NETWORK_ERROR);
+    // The emulator notices the closed connection shortly after.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests = emulator.requests_of(tenant).await;
+    let gets: Vec<_> = requests.iter().filter(|r| r.is_graph("GET")).collect();
+    assert_eq!(gets.len(), 1, "{requests:?}");
+    assert_eq!(gets[0].status, None);
+    assert!(gets[0].fault_injected);
+    assert_eq!(counter(&emulator, tenant, "gets").await, 1);
+}

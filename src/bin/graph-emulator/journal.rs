@@ -23,7 +23,8 @@ pub struct LogEntry {
     pub endpoint: &'static str,
     pub tenant: Option<String>,
     pub client_id: Option<String>,
-    /// None when a fault rule closed the connection without a response.
+    /// None when no response was sent: a fault rule closed the connection,
+    /// or the client closed it while the request waited.
     pub status: Option<u16>,
     pub request_id: String,
     pub client_request_id: Option<String>,
