@@ -110,6 +110,18 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
     let forget_context = context.clone();
     // Policies that may own a tenant now that its owner is gone.
     let (heirs_tx, heirs_rx) = futures::channel::mpsc::unbounded();
+    let deleted = move |policy: &PhotoUpdatePolicy| {
+        forget_context.forget(policy);
+        for heir in forget_context.same_tenant(policy) {
+            let _ = heirs_tx.unbounded_send(heir);
+        }
+    };
+    // A relist, such as the one after the watch expired (410 Gone), sends
+    // no Delete event for a policy deleted while the watch was down, so the
+    // policies cached before the relist are compared with those after it.
+    let relist_store = reader.clone();
+    let ready_metrics = context.metrics.clone();
+    let mut before_relist = Vec::new();
     // Status writes do not change metadata.generation, so filtering on it
     // (and on annotations) keeps the operator's own writes from triggering
     // another pass.
@@ -117,16 +129,25 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
         .default_backoff()
         .reflect(writer)
         .inspect(move |event| match event {
-            Ok(watcher::Event::Delete(policy)) => {
-                forget_context.forget(policy);
-                for heir in forget_context.same_tenant(policy) {
-                    let _ = heirs_tx.unbounded_send(heir);
+            Ok(watcher::Event::Delete(policy)) => deleted(policy),
+            Ok(watcher::Event::Init) => before_relist = relist_store.state(),
+            Ok(watcher::Event::InitDone) => {
+                // The reflector has swapped the relisted policies in by now.
+                let after = relist_store.state();
+                for deleted_policy in missing_from(&before_relist, &after) {
+                    info!(
+                        namespace = deleted_policy.namespace().unwrap_or_default(),
+                        name = %deleted_policy.name_any(),
+                        "policy deleted while the watch was down"
+                    );
+                    deleted(deleted_policy);
                 }
+                before_relist.clear();
+                // NOTE: a second `Store::wait_until_ready` waiter next to
+                // the controller's own was never woken in kube-runtime 5.0,
+                // so readiness is taken from the watch itself.
+                ready_metrics.set_ready();
             }
-            // NOTE: a second `Store::wait_until_ready` waiter next to the
-            // controller's own was never woken in kube-runtime 5.0, so
-            // readiness is taken from the watch itself.
-            Ok(watcher::Event::InitDone) => forget_context.metrics.set_ready(),
             _ => {}
         })
         .applied_objects()
@@ -162,6 +183,18 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
             }
         })
         .await;
+}
+
+/// Returns the policies of `before` whose UID is not in `after`.
+fn missing_from<'a>(
+    before: &'a [Arc<PhotoUpdatePolicy>],
+    after: &[Arc<PhotoUpdatePolicy>],
+) -> Vec<&'a PhotoUpdatePolicy> {
+    before
+        .iter()
+        .filter(|old| !after.iter().any(|new| new.metadata.uid == old.metadata.uid))
+        .map(AsRef::as_ref)
+        .collect()
 }
 
 /// Lets the start of a deletion through the predicate filter even if the

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    CLIENT_ID, Harness, SECRET, condition_is, enabled, kubectl, operator_kubeconfig,
+    Harness, SECRET, condition_is, enabled, kubectl, operator_kubeconfig, secret_spec as spec,
 };
 use kube::api::{DeleteParams, Patch, PatchParams};
 use photo_policy_operator::policy::PhotoUpdatePolicy;
@@ -16,18 +16,6 @@ use serde_json::{Value, json};
 
 const GLOBAL_ADMIN: &str = "62e90394-69f5-4237-9190-012177145e10";
 const USER_ADMIN: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
-
-fn spec(tenant: &str, secret: &str, extra: Value) -> Value {
-    let mut spec = json!({
-        "tenantId": tenant,
-        "credentials": {"type": "ClientSecret", "clientId": CLIENT_ID, "secretRef": {"name": secret}},
-        "source": "cloud"
-    });
-    for (key, value) in extra.as_object().expect("extra is an object") {
-        spec[key] = value.clone();
-    }
-    spec
-}
 
 async fn tenant_settings(harness: &Harness, tenant: &str) -> Value {
     harness

@@ -1,10 +1,11 @@
 //! HTTP client for the photoUpdateSettings singleton: token requests,
 //! GET and PATCH, logging and error mapping.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, HeaderMap};
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::assertion::{AssertionRequest, JWT_BEARER, client_assertion};
-use super::error::{GraphError, Operation, TransportKind};
+use super::error::{ErrorClass, GraphError, Operation, TransportKind};
 use super::gate::TenantGates;
 use super::response::{
     IssuedToken, parse_aad_error, parse_odata_error, parse_settings, parse_token_response,
@@ -27,8 +28,7 @@ use crate::settings::{DesiredSettings, ObservedSettings};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Maximum time for opening a connection.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest `Retry-After` window that closes a tenant to every caller, so a
-/// bogus header cannot stop a tenant's requests for a day.
+/// Longest `Retry-After` wait that holds back requests.
 const MAX_RETRY_AFTER_WINDOW: Duration = Duration::from_secs(3600);
 /// Request header that carries a fresh GUID per request, for support cases.
 const CLIENT_REQUEST_ID: &str = "client-request-id";
@@ -106,6 +106,69 @@ struct Inner {
     token_requests: AtomicU64,
     graph_requests: AtomicU64,
     observer: Option<Arc<dyn RequestObserver>>,
+    retry_after: RetryAfterWindows,
+}
+
+/// Ends of the `Retry-After` waits that responses asked for, per endpoint
+/// and tenant, with the reason of the response. No request to that
+/// endpoint for that tenant is sent before the end, whatever starts it.
+#[derive(Default)]
+struct RetryAfterWindows {
+    until: Mutex<HashMap<WindowKey, (Instant, &'static str)>>,
+}
+
+/// Endpoint origin, lowercased tenant, and whether it is the token endpoint,
+/// because Graph and Entra ID throttle separately even on one host.
+type WindowKey = (String, String, bool);
+
+impl RetryAfterWindows {
+    fn key(call: &GraphCall) -> WindowKey {
+        (
+            call.url.origin().ascii_serialization(),
+            call.tenant.to_ascii_lowercase(),
+            call.operation == Operation::TokenRequest,
+        )
+    }
+
+    /// Returns a [`GraphError::RetryAfterPending`] while the call's window
+    /// is open, else None.
+    fn pending(&self, call: &GraphCall) -> Option<GraphError> {
+        let mut until = self.until.lock().expect("retry-after lock poisoned");
+        let now = Instant::now();
+        until.retain(|_, (end, _)| *end > now);
+        let (end, reason) = until.get(&Self::key(call))?;
+        Some(GraphError::RetryAfterPending {
+            operation: call.operation,
+            tenant: call.tenant.to_string(),
+            host: call.url.origin().ascii_serialization(),
+            remaining: end.duration_since(now),
+            reason,
+        })
+    }
+
+    /// Opens or extends the call's window when the class of `error` calls
+    /// for a wait of a Retry-After.
+    fn record(&self, call: &GraphCall, error: &GraphError) {
+        let ErrorClass::Throttled {
+            retry_after: Some(delay),
+        } = error.class()
+        else {
+            return;
+        };
+        if delay.is_zero() {
+            return;
+        }
+        // The same cap as the requeue delay, so a broken proxy's Retry-After
+        // of days cannot block a tenant longer than its next pass.
+        let end = Instant::now() + delay.min(MAX_RETRY_AFTER_WINDOW);
+        let mut until = self.until.lock().expect("retry-after lock poisoned");
+        let entry = until
+            .entry(Self::key(call))
+            .or_insert((end, error.reason()));
+        if entry.0 < end {
+            *entry = (end, error.reason());
+        }
+    }
 }
 
 impl fmt::Debug for GraphClient {
@@ -172,6 +235,7 @@ impl GraphClient {
                 token_requests: AtomicU64::new(0),
                 graph_requests: AtomicU64::new(0),
                 observer,
+                retry_after: RetryAfterWindows::default(),
             }),
         })
     }
@@ -236,16 +300,11 @@ impl GraphClient {
         body: Option<Value>,
     ) -> Result<Success, GraphError> {
         let endpoints = Endpoints::resolve(target.cloud, &self.inner.overrides);
-        let pass = self
+        let _pass = self
             .inner
             .gates
             .enter(endpoints.graph.as_str(), &target.tenant_id)
-            .await
-            .map_err(|retry_after| GraphError::Deferred {
-                operation,
-                tenant: target.tenant_id.clone(),
-                retry_after,
-            })?;
+            .await;
         let key = self.inner.tokens.key(&endpoints, target);
         let token = self
             .inner
@@ -255,13 +314,6 @@ impl GraphClient {
         let result = self
             .send_graph(&endpoints.graph, target, operation, body, &token)
             .await;
-        if let Err(GraphError::Graph {
-            retry_after: Some(wait),
-            ..
-        }) = &result
-        {
-            pass.close_for((*wait).min(MAX_RETRY_AFTER_WINDOW));
-        }
         if let Err(GraphError::Graph {
             status: 401 | 403, ..
         }) = &result
@@ -303,12 +355,17 @@ impl GraphClient {
             request = request.json(&body);
         }
 
+        if let Some(error) = self.inner.retry_after.pending(&call) {
+            return Err(error);
+        }
         self.inner.graph_requests.fetch_add(1, Ordering::Relaxed);
         let received = call.execute(request).await;
         self.observe(operation, &received);
         let received = received?;
         if !received.status.is_success() {
-            return Err(call.error(&received));
+            let error = call.error(&received);
+            self.inner.retry_after.record(&call, &error);
+            return Err(error);
         }
         Ok(Success {
             status: received.status,
@@ -350,12 +407,17 @@ impl GraphClient {
         };
         let request = self.inner.http.post(url.clone()).form(&form);
 
+        if let Some(error) = self.inner.retry_after.pending(&call) {
+            return Err(error);
+        }
         self.inner.token_requests.fetch_add(1, Ordering::Relaxed);
         let received = call.execute(request).await;
         self.observe(Operation::TokenRequest, &received);
         let received = received?;
         if !received.status.is_success() {
-            return Err(call.token_error(&received));
+            let error = call.token_error(&received);
+            self.inner.retry_after.record(&call, &error);
+            return Err(error);
         }
         parse_token_response(&received.body).map_err(|detail| call.unexpected(&received, detail))
     }

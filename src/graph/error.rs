@@ -194,17 +194,22 @@ pub enum GraphError {
         problem: String,
     },
 
-    /// Not sent, because Graph's `Retry-After` window for the tenant, set by
-    /// an earlier response to any caller, was still open.
+    /// The request was not sent, because an earlier response for the same
+    /// tenant and endpoint carried a `Retry-After` that has not passed yet.
+    /// A pass that starts early, for example on a spec change, gets this
+    /// error instead of sending a request inside the window.
     #[error(
-        "{operation} for tenant {tenant:?} not sent: Graph asked for a pause (Retry-After) and \
-         {}s of it are left; the operator retries then",
-        .retry_after.as_secs().max(1)
+        "{operation} for tenant {tenant:?} not sent: an earlier response from {host} asked \
+         the client to wait (Retry-After), {}s of which are left; the operator retries then",
+        whole_seconds(*.remaining)
     )]
-    Deferred {
+    RetryAfterPending {
         operation: Operation,
         tenant: String,
-        retry_after: Duration,
+        host: String,
+        remaining: Duration,
+        /// Reason of the response that carried the `Retry-After`.
+        reason: &'static str,
     },
 
     /// Signing the client assertion failed, so no token request was sent.
@@ -238,10 +243,10 @@ impl GraphError {
             Self::Transport { .. } | Self::UnexpectedResponse { .. } | Self::Signing { .. } => {
                 ErrorClass::Transient
             }
-            Self::FederatedToken { .. } => ErrorClass::Permanent,
-            Self::Deferred { retry_after, .. } => ErrorClass::Throttled {
-                retry_after: Some(*retry_after),
+            Self::RetryAfterPending { remaining, .. } => ErrorClass::Throttled {
+                retry_after: Some(*remaining),
             },
+            Self::FederatedToken { .. } => ErrorClass::Permanent,
         }
     }
 
@@ -260,7 +265,7 @@ impl GraphError {
             Self::UnexpectedResponse { .. } => reason::UNEXPECTED_RESPONSE,
             Self::FederatedToken { .. } => reason::FEDERATED_TOKEN_UNAVAILABLE,
             Self::Signing { .. } => reason::AUTHENTICATION_FAILED,
-            Self::Deferred { .. } => reason::THROTTLED,
+            Self::RetryAfterPending { reason, .. } => reason,
         }
     }
 
@@ -272,9 +277,9 @@ impl GraphError {
             }
             Self::Token { .. }
             | Self::Transport { .. }
+            | Self::RetryAfterPending { .. }
             | Self::FederatedToken { .. }
-            | Self::Signing { .. }
-            | Self::Deferred { .. } => None,
+            | Self::Signing { .. } => None,
         }
     }
 
@@ -285,9 +290,9 @@ impl GraphError {
             | Self::Graph { status, .. }
             | Self::UnexpectedResponse { status, .. } => Some(*status),
             Self::Transport { .. }
+            | Self::RetryAfterPending { .. }
             | Self::FederatedToken { .. }
-            | Self::Signing { .. }
-            | Self::Deferred { .. } => None,
+            | Self::Signing { .. } => None,
         }
     }
 }
@@ -406,12 +411,21 @@ fn token_verdict(
         );
     }
     if status >= 500 || error == Some("temporarily_unavailable") {
-        return verdict(
-            ErrorClass::Transient,
-            reason::TOKEN_ENDPOINT_UNAVAILABLE,
-            "the token endpoint is unavailable",
-            "the operator retries with backoff",
-        );
+        return match retry_after {
+            // A 503 with Retry-After requests a pause just as a 429 does.
+            Some(_) => verdict(
+                ErrorClass::Throttled { retry_after },
+                reason::TOKEN_ENDPOINT_UNAVAILABLE,
+                "the token endpoint is unavailable",
+                "the operator waits as long as Retry-After asks",
+            ),
+            None => verdict(
+                ErrorClass::Transient,
+                reason::TOKEN_ENDPOINT_UNAVAILABLE,
+                "the token endpoint is unavailable",
+                "the operator retries with backoff",
+            ),
+        };
     }
     if error == Some("invalid_scope") {
         return aadsts_verdict(70011).expect("70011 has a verdict");
@@ -433,12 +447,13 @@ fn token_message(error: &GraphError) -> String {
         codes,
         trace_id,
         correlation_id,
+        retry_after,
         ..
     } = error
     else {
         return String::new();
     };
-    let found = token_verdict(codes, error.as_deref(), *status, None);
+    let found = token_verdict(codes, error.as_deref(), *status, *retry_after);
     let mut parts: Vec<String> = codes.iter().map(|code| format!("AADSTS{code}")).collect();
     parts.push(format!("HTTP {status}"));
     if let Some(error) = error {
@@ -457,6 +472,8 @@ fn graph_class(status: u16, retry_after: Option<Duration>, cached_token: bool) -
     match status {
         429 => ErrorClass::Throttled { retry_after },
         401 if cached_token => ErrorClass::Transient,
+        // Graph sends Retry-After with some 503s; it is obeyed as for a 429.
+        408 | 500..=599 if retry_after.is_some() => ErrorClass::Throttled { retry_after },
         408 | 500..=599 => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
@@ -547,7 +564,10 @@ fn graph_action(
              matches the tenant"
         ),
         404 => "check the Graph endpoint and that the cloud matches the tenant".to_string(),
-        408 | 500..=599 => "the operator retries with backoff".to_string(),
+        408 | 500..=599 => match retry_after {
+            Some(delay) => format!("retry after {}s", delay.as_secs()),
+            None => "the operator retries with backoff".to_string(),
+        },
         _ => "check the policy's settings".to_string(),
     }
 }
@@ -568,6 +588,12 @@ fn transport_message(kind: TransportKind, host: &str, client_request_id: Option<
              access to {host} if this repeats"
         ),
     }
+}
+
+/// Returns `delay` in whole seconds, rounded up, so that a wait of 0.2s
+/// does not read as 0s.
+fn whole_seconds(delay: Duration) -> u64 {
+    delay.as_secs() + u64::from(delay.subsec_nanos() > 0)
 }
 
 /// Joins the known ids of a response, such as "HTTP 403, code
@@ -743,6 +769,59 @@ mod tests {
         );
         assert_eq!(err.reason(), reason::THROTTLED);
         assert!(err.to_string().ends_with("retry after 30s"), "{err}");
+    }
+
+    #[test]
+    fn server_error_with_retry_after_waits() {
+        let mut err = graph_error(503, false);
+        if let GraphError::Graph { retry_after, .. } = &mut err {
+            *retry_after = Some(Duration::from_secs(12));
+        }
+        let twelve = Some(Duration::from_secs(12));
+        assert_eq!(
+            err.class(),
+            ErrorClass::Throttled {
+                retry_after: twelve
+            }
+        );
+        assert_eq!(err.reason(), reason::GRAPH_UNAVAILABLE);
+        assert!(err.to_string().ends_with("retry after 12s"), "{err}");
+
+        let mut token = token_error(503, "temporarily_unavailable", &[]);
+        if let GraphError::Token { retry_after, .. } = &mut token {
+            *retry_after = twelve;
+        }
+        assert_eq!(
+            token.class(),
+            ErrorClass::Throttled {
+                retry_after: twelve
+            }
+        );
+        assert_eq!(token.reason(), reason::TOKEN_ENDPOINT_UNAVAILABLE);
+        assert!(token.to_string().contains("as Retry-After asks"), "{token}");
+    }
+
+    #[test]
+    fn pending_retry_after_keeps_reason_and_rounds_up() {
+        let err = GraphError::RetryAfterPending {
+            operation: Operation::GetSettings,
+            tenant: "t".into(),
+            host: "https://graph.microsoft.com".into(),
+            remaining: Duration::from_millis(2100),
+            reason: reason::GRAPH_UNAVAILABLE,
+        };
+        let remaining = Some(Duration::from_millis(2100));
+        assert_eq!(
+            err.class(),
+            ErrorClass::Throttled {
+                retry_after: remaining
+            }
+        );
+        assert_eq!(err.reason(), reason::GRAPH_UNAVAILABLE);
+        assert_eq!(err.status(), None);
+        let message = err.to_string();
+        assert!(message.contains("not sent"), "{message}");
+        assert!(message.contains("3s of which are left"), "{message}");
     }
 
     #[test]

@@ -118,6 +118,10 @@ pub struct Harness {
     pub namespace: String,
     pub emulator: Emulator,
     operator: Option<Child>,
+    /// Arguments added to every operator started by the harness.
+    operator_args: Vec<String>,
+    /// Kubeconfig of the operator instead of the one from [`operator_kubeconfig`].
+    pub operator_kubeconfig: Option<PathBuf>,
     pub log_path: PathBuf,
 }
 
@@ -157,8 +161,17 @@ impl Harness {
             namespace,
             emulator,
             operator: None,
+            operator_args: Vec::new(),
+            operator_kubeconfig: None,
             log_path,
         }
+    }
+
+    /// Starts (or restarts) the operator process with `args` added to the
+    /// harness's own, now and on every later start.
+    pub fn start_operator_with(&mut self, args: &[&str]) {
+        self.operator_args = args.iter().map(|a| a.to_string()).collect();
+        self.start_operator();
     }
 
     /// Starts (or restarts) the operator process.
@@ -205,17 +218,22 @@ impl Harness {
             .args(["--metrics-bind-address", "127.0.0.1:0"])
             .args(["--authority-host", &self.emulator.url])
             .args(["--graph-endpoint", &self.emulator.url])
-            .env("KUBECONFIG", install())
+            .env(
+                "KUBECONFIG",
+                self.operator_kubeconfig.as_deref().unwrap_or(install()),
+            )
             .env(
                 "RUST_LOG",
                 "debug,hyper=info,tower=info,rustls=info,kube=info",
             )
+            .args(&self.operator_args)
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         command
     }
 
-    /// Stops the operator process.
+    /// Stops the operator process with SIGKILL, so nothing of a pass in
+    /// flight gets to finish.
     pub fn stop_operator(&mut self) {
         if let Some(mut child) = self.operator.take() {
             let _ = child.kill();
@@ -331,6 +349,30 @@ impl Harness {
 }
 
 impl Harness {
+    /// Sets the reconcile-requested-at annotation to `value`, which starts
+    /// a pass at once.
+    pub async fn request_reconcile(&self, name: &str, value: &str) {
+        let patch = json!({
+            "metadata": {"annotations": {"photopolicy.io/reconcile-requested-at": value}}
+        });
+        let params = kube::api::PatchParams::default();
+        self.policies()
+            .patch(name, &params, &kube::api::Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("annotating {name} failed: {e}"));
+    }
+
+    /// Returns `kubectl get RESOURCE -o json` of the test's namespace, such
+    /// as its policies or Events.
+    pub fn get_json(&self, resource: &str) -> String {
+        let (ok, out, err) = kubectl(
+            &["get", resource, "-n", &self.namespace, "-o", "json"],
+            None,
+        );
+        assert!(ok, "kubectl get {resource}: {err}");
+        out
+    }
+
     /// Waits until the policy is Ready for its current generation, whether
     /// the last pass wrote (Applied) or found the tenant in sync (InSync):
     /// a Secret event can start a second pass right after a write.
@@ -410,6 +452,31 @@ pub fn condition_is(policy: &PhotoUpdatePolicy, type_: &str, status: &str, reaso
                     && c.observed_generation == generation
             })
     })
+}
+
+/// Returns a ClientSecret spec for `tenant` that reads the Secret `secret`,
+/// with the fields of `extra` set over it.
+pub fn secret_spec(tenant: &str, secret: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "tenantId": tenant,
+        "credentials": {"type": "ClientSecret", "clientId": CLIENT_ID, "secretRef": {"name": secret}},
+        "source": "cloud"
+    });
+    for (key, value) in extra.as_object().expect("extra is an object") {
+        spec[key] = value.clone();
+    }
+    spec
+}
+
+/// Returns the message of the policy's condition `type_`, or "" without one.
+pub fn condition_message(policy: &PhotoUpdatePolicy, type_: &str) -> String {
+    policy
+        .status
+        .iter()
+        .flat_map(|status| &status.conditions)
+        .find(|condition| condition.type_ == type_)
+        .map(|condition| condition.message.clone())
+        .unwrap_or_default()
 }
 
 fn secret_with_type(secret: Secret) -> Value {

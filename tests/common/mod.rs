@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod emulator;
 pub mod gitops;
+pub mod proxy;
 
 use serde_json::{Value, json};
 

@@ -40,18 +40,27 @@ async fn observe(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let is_control = path == "/_emulator" || path.starts_with("/_emulator/");
+    let mut unanswered = Unanswered {
+        emulator: emulator.clone(),
+        context: context.clone(),
+        method: method.clone(),
+        path: path.clone(),
+        answered: is_control,
+    };
 
     let mut response = next.run(request).await;
-    if !is_control && !emulator.config.latency.is_zero() {
-        tokio::time::sleep(emulator.config.latency).await;
-    }
-    add_trace_headers(&mut response, &context);
-
     let facts = response
         .extensions()
         .get::<RequestFacts>()
         .cloned()
         .unwrap_or_default();
+    if !is_control && !emulator.config.latency.is_zero() {
+        context.note_facts(&facts);
+        tokio::time::sleep(emulator.config.latency).await;
+    }
+    unanswered.answered = true;
+    add_trace_headers(&mut response, &context);
+
     let observation = Observation {
         context: &context,
         method: &method,
@@ -65,6 +74,39 @@ async fn observe(
         emulator.journal().record(&observation);
     }
     response
+}
+
+/// Logs and counts a request whose client closed the connection before the
+/// response was ready, when dropped before `answered` is set. Only a request
+/// that was waiting (for a fault's delayMs, or --latency) is logged so,
+/// because only then were its facts kept with [`RequestContext::note_facts`].
+struct Unanswered {
+    emulator: Arc<Emulator>,
+    context: RequestContext,
+    method: axum::http::Method,
+    path: String,
+    answered: bool,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let Some(facts) = self.context.take_facts() else {
+            return;
+        };
+        let observation = Observation {
+            context: &self.context,
+            method: &self.method,
+            path: &self.path,
+            facts: &facts,
+            status: None,
+            retry_after: None,
+        };
+        log_request(&observation);
+        self.emulator.journal().record(&observation);
+    }
 }
 
 /// Returns the status sent, or None when the connection will be closed instead.

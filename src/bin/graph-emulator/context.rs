@@ -1,5 +1,7 @@
 //! Per-request data shared between the middleware and the handlers.
 
+use std::sync::{Arc, Mutex};
+
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,9 @@ pub struct RequestContext {
     /// The `client-request-id` header sent by the client, if any.
     pub client_request_id: Option<String>,
     pub arrived_at: Instant,
+    /// Facts known before the handler waits (for a fault's delay), so that
+    /// a request whose client gives up during the wait is still logged.
+    pending_facts: Arc<Mutex<Option<RequestFacts>>>,
 }
 
 impl RequestContext {
@@ -36,7 +41,21 @@ impl RequestContext {
             request_id: uuid::Uuid::new_v4().to_string(),
             client_request_id,
             arrived_at: Instant::now(),
+            pending_facts: Arc::default(),
         }
+    }
+
+    /// Keeps `facts` for logging the request if it ends without a response.
+    pub fn note_facts(&self, facts: &RequestFacts) {
+        *self.pending_facts.lock().expect("facts lock poisoned") = Some(facts.clone());
+    }
+
+    /// Takes the facts kept by [`RequestContext::note_facts`].
+    pub fn take_facts(&self) -> Option<RequestFacts> {
+        self.pending_facts
+            .lock()
+            .expect("facts lock poisoned")
+            .take()
     }
 
     /// Returns the `client-request-id` that the response carries: the

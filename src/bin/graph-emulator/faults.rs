@@ -236,7 +236,8 @@ fn graph_fault(rule: &FaultRule, status: StatusCode) -> GraphError {
 }
 
 /// Builds an OAuth error body for an injected token endpoint fault. It has
-/// no AADSTS code unless the rule's message gives one.
+/// no AADSTS code unless the rule's message starts with one, as
+/// `AADSTS7000222: ...`, which then goes into `error_codes`.
 fn token_fault(rule: &FaultRule, status: StatusCode, context: &RequestContext) -> Response {
     let default_error = if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         "temporarily_unavailable"
@@ -248,7 +249,14 @@ fn token_fault(rule: &FaultRule, status: StatusCode, context: &RequestContext) -
         .message
         .clone()
         .unwrap_or_else(|| format!("Fault injected by graph-emulator: HTTP {status}."));
-    oauth_error_response(status, error, &description, &[], context)
+    let codes: Vec<u32> = aadsts_prefix(&description).into_iter().collect();
+    oauth_error_response(status, error, &description, &codes, context)
+}
+
+/// Returns nnnn of a text that starts with `AADSTSnnnn:`.
+fn aadsts_prefix(text: &str) -> Option<u32> {
+    let (code, _) = text.strip_prefix("AADSTS")?.split_once(':')?;
+    code.parse().ok()
 }
 
 fn raw_response(status: StatusCode, body: String, retry_after: Option<u64>) -> Response {
@@ -326,6 +334,13 @@ mod tests {
                 .take_match(Endpoint::Graph, Some("a.com"), &Method::PATCH)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn aadsts_code_read_from_message() {
+        assert_eq!(aadsts_prefix("AADSTS7000222: expired."), Some(7000222));
+        assert_eq!(aadsts_prefix("AADSTS: no number"), None);
+        assert_eq!(aadsts_prefix("Fault injected: AADSTS50196:"), None);
     }
 
     #[test]

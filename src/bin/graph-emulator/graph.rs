@@ -89,6 +89,7 @@ async fn serve(
         .take_match(Endpoint::Graph, facts.tenant.as_deref(), method);
     if let Some(rule) = rule {
         facts.fault_injected = true;
+        context.note_facts(facts);
         if let Some(response) = faults::apply(&rule, Endpoint::Graph, context).await {
             return response;
         }

@@ -23,7 +23,8 @@ pub struct LogEntry {
     pub endpoint: &'static str,
     pub tenant: Option<String>,
     pub client_id: Option<String>,
-    /// None when a fault rule closed the connection without a response.
+    /// None when no response was sent: a fault rule closed the connection,
+    /// or the client closed it while the request waited.
     pub status: Option<u16>,
     pub request_id: String,
     pub client_request_id: Option<String>,
@@ -41,8 +42,9 @@ pub struct Counters {
     pub deletes: u64,
     /// 429 responses, from the throttle or from fault rules.
     pub throttled: u64,
-    /// Requests that arrived before the Retry-After of an earlier 429 to the
-    /// same tenant and endpoint had passed.
+    /// Requests that arrived before the Retry-After of an earlier response
+    /// (429, or a 503 or other error status with the header) to the same
+    /// tenant and endpoint had passed.
     pub retry_after_violations: u64,
     pub faults_injected: u64,
 }
@@ -116,7 +118,8 @@ impl Journal {
     }
 
     /// Returns whether the request arrived inside a pending Retry-After
-    /// window, and opens a new window when the response is a 429 with one.
+    /// window, and opens a new window when the response is an error status
+    /// with one: Graph sends Retry-After on 503 as well as on 429.
     fn track_retry_after(&mut self, observation: &Observation) -> bool {
         let (Some(endpoint), Some(tenant)) =
             (observation.facts.endpoint, observation.facts.tenant.clone())
@@ -129,7 +132,9 @@ impl Journal {
             .retry_after_until
             .get(&key)
             .is_some_and(|until| arrived_at < *until);
-        if observation.status == Some(StatusCode::TOO_MANY_REQUESTS)
+        if observation
+            .status
+            .is_some_and(|status| status.is_client_error() || status.is_server_error())
             && let Some(seconds) = observation.retry_after
         {
             let until = Instant::now() + Duration::from_secs(seconds);

@@ -92,6 +92,7 @@ pub async fn token_endpoint(
         .take_match(Endpoint::Token, facts.tenant.as_deref(), &method);
     if let Some(rule) = rule {
         facts.fault_injected = true;
+        context.note_facts(&facts);
         if let Some(response) = faults::apply(&rule, Endpoint::Token, &context).await {
             return facts.attach(response);
         }
