@@ -29,10 +29,11 @@ lint:
 demo:
 	bash scripts/demo.sh
 
-## Regenerate the CRD from the Rust types.
+## Regenerate the CRDs from the Rust types.
 crds:
-	$(CARGO) run --quiet --bin photo-policy-operator -- crd > crds/photoupdatepolicies.yaml
-	cp crds/photoupdatepolicies.yaml deploy/crd.yaml
+	$(CARGO) run --quiet --bin photo-policy-operator -- crd > deploy/crd.yaml
+	awk '/^---$$/{n++; next} n==0' deploy/crd.yaml > crds/photoupdatepolicies.yaml
+	awk '/^---$$/{n++; next} n==1' deploy/crd.yaml > crds/clusterphotoupdatepolicies.yaml
 
 ## Build (or reuse) kube-apiserver, etcd and kubectl.
 apiserver:

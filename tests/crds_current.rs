@@ -2,29 +2,46 @@
 //! `make crds` after changing them.
 
 use kube::CustomResourceExt;
+use photo_policy_operator::cluster_policy::ClusterPhotoUpdatePolicy;
 use photo_policy_operator::policy::PhotoUpdatePolicy;
 
-#[test]
-fn committed_crd_is_current() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/photoupdatepolicies.yaml");
-    let committed = std::fs::read_to_string(path).expect("crds/photoupdatepolicies.yaml exists");
-    let generated = serde_yaml::to_string(&PhotoUpdatePolicy::crd()).unwrap();
+fn assert_current(file: &str, generated: &str) {
+    let path = format!("{}/crds/{file}", env!("CARGO_MANIFEST_DIR"));
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "crds/photoupdatepolicies.yaml is stale: run `make crds` and commit the result"
+        "crds/{file} is stale: run `make crds` and commit the result"
     );
 }
 
 #[test]
+fn committed_crd_is_current() {
+    let generated = serde_yaml::to_string(&PhotoUpdatePolicy::crd()).unwrap();
+    assert_current("photoupdatepolicies.yaml", &generated);
+}
+
+#[test]
+fn committed_cluster_crd_is_current() {
+    let generated = serde_yaml::to_string(&ClusterPhotoUpdatePolicy::crd()).unwrap();
+    assert_current("clusterphotoupdatepolicies.yaml", &generated);
+}
+
+#[test]
 fn every_schema_field_has_a_description() {
-    let crd = serde_json::to_value(PhotoUpdatePolicy::crd()).unwrap();
-    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
-    let mut missing = Vec::new();
-    walk(schema, "", &mut missing);
-    assert!(
-        missing.is_empty(),
-        "fields without a description: {missing:?}"
-    );
+    let crds = [
+        serde_json::to_value(PhotoUpdatePolicy::crd()).unwrap(),
+        serde_json::to_value(ClusterPhotoUpdatePolicy::crd()).unwrap(),
+    ];
+    for crd in crds {
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = Vec::new();
+        walk(schema, "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{}: fields without a description: {missing:?}",
+            crd["metadata"]["name"]
+        );
+    }
 }
 
 /// Collects the paths of properties without a description, skipping the
