@@ -594,7 +594,9 @@ mod tests {
     #[test]
     fn tenant_secret_problems_name_the_key() {
         let client = ("clientId", "11111111-2222-3333-4444-555555555555");
-        let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+        // Secret data, expected reason, expected start of the message.
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 vec![client, ("clientSecret", "s3cret")],
                 reason::SECRET_KEY_MISSING,

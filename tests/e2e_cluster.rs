@@ -430,7 +430,7 @@ async fn two_cluster_policies_conflict() {
     assert_eq!(ready(&young_policy), ("False".into(), "Conflict".into()));
     let conflict = &young_policy.status.as_ref().unwrap().conflicts[0];
     assert_eq!(conflict.managed_by, old);
-    assert_eq!(conflict.other_policies, [old.clone()]);
+    assert_eq!(conflict.other_policies, std::slice::from_ref(&old));
     assert_eq!(conflict.tenant.as_deref(), Some(tenant(0).as_str()));
     let old_policy = fleet
         .wait_counts(
@@ -444,7 +444,7 @@ async fn two_cluster_policies_conflict() {
         )
         .await;
     let conflict = &old_policy.status.as_ref().unwrap().conflicts[0];
-    assert_eq!(conflict.other_policies, [young.clone()]);
+    assert_eq!(conflict.other_policies, std::slice::from_ref(&young));
     assert_eq!(conflict.managed_by, old);
     for i in 0..3 {
         let settings = fleet.settings(&tenant(i)).await;
