@@ -42,7 +42,7 @@ use crate::reconcile::{self, Failure, Outcome, converge, describe, observed_stat
 use crate::restore;
 use crate::settings::DesiredSettings;
 
-/// How the cluster policy controller is configured.
+/// Configuration of the cluster policy controller.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     /// Namespace of the tenant credential Secrets.
@@ -225,8 +225,9 @@ fn error_policy(_secret: Arc<SecretMeta>, error: &Error, _context: Arc<ClusterCo
 }
 
 /// Runs one tenant's pass: finds the policy that manages the Secret's
-/// tenant, converges the tenant or stands aside, handles the adopted
-/// setting, and records the result for the fleet status.
+/// tenant, converges the tenant unless a namespaced policy overrides it,
+/// handles the adopted setting, and records the result for the fleet
+/// status.
 pub async fn reconcile_tenant(
     secret: Arc<SecretMeta>,
     context: Arc<ClusterContext>,
@@ -234,6 +235,7 @@ pub async fn reconcile_tenant(
     if !context.caches_listed() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+
     let name = secret.name_any();
     let policies = context.policies.state();
     let selecting = fleet::selecting(policies.iter().map(AsRef::as_ref), secret.labels());
@@ -246,6 +248,7 @@ pub async fn reconcile_tenant(
         context.record(&name, Vec::new());
         return Ok(Action::await_change());
     }
+
     let full = match context.read_secret(&name).await {
         Ok(Some(full)) => full,
         Ok(None) => {
@@ -259,6 +262,7 @@ pub async fn reconcile_tenant(
             return Ok(requeue);
         }
     };
+
     let tenant = credentials::secret_tenant_id(&full);
     let token_file = std::env::var_os(FEDERATED_TOKEN_FILE_VAR);
     let target = credentials::tenant_target(&full, &context.namespace, &name, token_file);
@@ -267,6 +271,7 @@ pub async fn reconcile_tenant(
         Err(_) => None,
     };
     let step = fleet::adoption_step(adoption.as_ref(), manager, overriding.is_some());
+
     let Some(manager) = manager else {
         context.record(&name, Vec::new());
         let AdoptionStep::Restore(setting) = step else {
@@ -276,15 +281,39 @@ pub async fn reconcile_tenant(
         return restore_tenant(&context, &secret, &policy_name, target, &setting).await;
     };
     if let Some(by) = overriding {
-        let state = TenantState::Overridden { by };
-        context.record_selection(&name, tenant, &selecting, state, None);
+        let state = TenantState::Overridden { by: by.clone() };
+        let previous = context.record_selection(&name, tenant.clone(), &selecting, state, None);
         context.reset_failures(&name);
+        let was_overridden = previous
+            .get(&manager.name_any())
+            .is_some_and(|record| matches!(record.state, TenantState::Overridden { .. }));
+        if !was_overridden {
+            let note = format!(
+                "tenant {} (Secret {}/{name}) is managed by PhotoUpdatePolicy {by}, which wins \
+                 over cluster policies; this policy leaves it alone",
+                tenant.as_deref().unwrap_or("?"),
+                context.namespace
+            );
+            let regarding = manager.object_ref(&());
+            let policy = manager.name_any();
+            context
+                .publish(
+                    &policy,
+                    &regarding,
+                    EventType::Normal,
+                    reason::OVERRIDDEN,
+                    note,
+                )
+                .await;
+        }
         let delay = manager.spec.sync_interval();
         return Ok(Action::requeue(delay));
     }
+
     let outcome = manage(&context, manager, &secret, target, step).await?;
     let state = tenant_state(&outcome);
     let synced = outcome.observed().map(|_| jiff::Timestamp::now());
+
     let failures = context.record_failure(&name, &outcome);
     context.shared.metrics.reconciled(outcome.reason());
     log_outcome(&name, tenant.as_deref(), manager, &outcome);
@@ -304,7 +333,7 @@ pub async fn reconcile_tenant(
 }
 
 /// Converges a tenant that `policy` manages, after recording, handing
-/// over or dropping its adopted setting as `step` says.
+/// over or dropping its adopted setting as `step` decides.
 async fn manage(
     context: &ClusterContext,
     policy: &ClusterPhotoUpdatePolicy,

@@ -9,7 +9,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::cluster::{CLIENT_ID, Harness, OperatorProcess, SECRET, enabled, kubectl};
+use common::cluster::{
+    CLIENT_ID, Harness, OperatorProcess, SECRET, enabled, kubectl, operator_kubeconfig,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -295,6 +297,35 @@ async fn fleet_of_fifty_converges() {
     assert!(metrics.contains(&series), "{metrics}");
 }
 
+/// Waits until an Event with `reason` about the named object exists and
+/// returns the notes of all such Events.
+async fn events_about(name: &str, reason: &str) -> String {
+    let selector = format!("regarding.name={name},reason={reason}");
+    let mut notes = String::new();
+    for _ in 0..100 {
+        let (ok, out, err) = kubectl(
+            &[
+                "get",
+                "events.events.k8s.io",
+                "-A",
+                "--field-selector",
+                &selector,
+                "-o",
+                "jsonpath={.items[*].note}",
+            ],
+            None,
+        );
+        assert!(ok, "listing Events failed: {err}");
+        notes = out;
+        if !notes.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!notes.trim().is_empty(), "no {reason} Event about {name}");
+    notes
+}
+
 /// Returns the metrics URL that an operator process logged.
 async fn metrics_url(operator: &OperatorProcess) -> String {
     for _ in 0..100 {
@@ -451,6 +482,11 @@ async fn two_cluster_policies_conflict() {
         assert_eq!(settings["source"], "cloud", "{}", tenant(i));
         assert_eq!(roles(&settings), [GLOBAL_ADMIN], "{}", tenant(i));
     }
+    // Each policy gets a Conflict Event that names the other one.
+    let young_events = events_about(&young, "Conflict").await;
+    assert!(young_events.contains(&old), "{young_events}");
+    let old_events = events_about(&old, "Conflict").await;
+    assert!(old_events.contains(&young), "{old_events}");
 
     // Once the older policy is gone, the younger one takes the tenants.
     fleet.delete_policy(&old).await;
@@ -767,4 +803,46 @@ async fn observe_counts_drift_without_writing() {
             .contains_key(ADOPTED_SETTING_ANNOTATION),
         "Observe recorded an adopted setting"
     );
+}
+
+#[tokio::test]
+async fn bad_cluster_policies_rejected() {
+    if !enabled("bad_cluster_policies_rejected") {
+        return;
+    }
+    // Installs the CRDs from deploy/ on first use.
+    operator_kubeconfig();
+    let cases = [
+        (
+            json!({"tenantSelector": {}, "source": "sideways"}),
+            "source must be cloud or onPremises",
+        ),
+        (
+            json!({"tenantSelector": {}, "source": "onPremises", "allowedRoles": ["GlobalAdministrator"]}),
+            "allowedRoles must be empty when source is onPremises",
+        ),
+        (
+            json!({"tenantSelector": {}, "source": "cloud", "syncInterval": "1m"}),
+            "syncInterval must be a duration from 5m to 720h",
+        ),
+        (
+            json!({"tenantSelector": {}, "source": "cloud", "allowedRoles": ["Janitor"]}),
+            "is not a role template ID or role name",
+        ),
+        (json!({"source": "cloud"}), "tenantSelector: Required value"),
+    ];
+    for (spec, expected) in cases {
+        let manifest = json!({
+            "apiVersion": "photopolicy.io/v1alpha1",
+            "kind": "ClusterPhotoUpdatePolicy",
+            "metadata": {"name": "e2e-rejected"},
+            "spec": spec
+        });
+        let (ok, _, err) = kubectl(&["create", "-f", "-"], Some(&manifest.to_string()));
+        assert!(!ok, "accepted: {manifest}");
+        assert!(err.contains(expected), "{manifest}: {err}");
+    }
+    let (ok, out, err) = kubectl(&["explain", "cppol.spec.tenantSelector"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("credentials namespace"), "{out}");
 }
