@@ -366,9 +366,10 @@ async fn manage(
                 policy: policy.name_any(),
                 setting: observed_status(&observed),
             };
-            context
-                .annotate(&name, Some(adoption.to_annotation()))
-                .await?;
+            let annotation = Some(adoption.to_annotation());
+            if let Err(error) = context.annotate(&name, annotation).await {
+                return Ok(failed(annotation_failure(&error)));
+            }
             info!(
                 secret = %name,
                 policy = %policy.name_any(),
@@ -383,12 +384,17 @@ async fn manage(
                 .and_then(|value| Adoption::parse(value));
             if let Some(mut adoption) = adoption {
                 adoption.policy = to;
-                context
-                    .annotate(&name, Some(adoption.to_annotation()))
-                    .await?;
+                let annotation = Some(adoption.to_annotation());
+                if let Err(error) = context.annotate(&name, annotation).await {
+                    return Ok(failed(annotation_failure(&error)));
+                }
             }
         }
-        AdoptionStep::Remove => context.annotate(&name, None).await?,
+        AdoptionStep::Remove => {
+            if let Err(error) = context.annotate(&name, None).await {
+                return Ok(failed(annotation_failure(&error)));
+            }
+        }
         AdoptionStep::Keep | AdoptionStep::Restore(_) => {}
     }
     let write_pending = context.write_pending(&name, &desired);
@@ -501,6 +507,34 @@ async fn write_back(
         "tenant {} left the policy; wrote back the adopted setting {described} and read it back",
         target.tenant_id
     ))
+}
+
+/// Describes a failed annotation patch for the fleet status. Nothing was
+/// written to the tenant, because the adopted setting must be stored first.
+fn annotation_failure(error: &Error) -> Failure {
+    let Error::Annotate { source, .. } = error;
+    let forbidden = matches!(source, kube::Error::Api(status) if status.code == 403);
+    let message = if forbidden {
+        format!(
+            "{error}: 403 Forbidden. deletionPolicy Restore needs patch on secrets in the \
+             credentials namespace, so bind the ClusterRole \
+             photo-policy-operator-tenant-secrets there. Nothing was written to the tenant"
+        )
+    } else {
+        format!(
+            "{error}, so nothing was written to the tenant: {}",
+            reconcile::error_chain(source)
+        )
+    };
+    Failure {
+        reason: reason::KUBERNETES_ERROR.to_string(),
+        message,
+        class: if forbidden {
+            ErrorClass::Permanent
+        } else {
+            ErrorClass::Transient
+        },
+    }
 }
 
 fn failed(failure: Failure) -> Outcome {

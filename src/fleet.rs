@@ -17,6 +17,10 @@ use crate::cluster_policy::{
 use crate::conditions::{self, READY, RECONCILING, STALLED, SYNCED, reason};
 use crate::policy::{DeletionPolicy, ManagementPolicy, ObservedStatus};
 
+/// Maximum length of a message in `status.failingTenants`, so that 50
+/// entries stay far below the API server's object size limit.
+const MAX_LISTED_MESSAGE_BYTES: usize = 512;
+
 /// Parses the policy's `tenantSelector`, or returns why it is invalid.
 pub fn selector(policy: &ClusterPhotoUpdatePolicy) -> Result<Selector, String> {
     Selector::try_from(policy.spec.tenant_selector.clone())
@@ -301,7 +305,7 @@ pub fn build_fleet_status(
                 secret: secret.clone(),
                 tenant: record.tenant.clone(),
                 reason: reason.clone(),
-                message: conditions::truncate(message, 256),
+                message: conditions::truncate(message, MAX_LISTED_MESSAGE_BYTES),
             }),
             _ => None,
         })

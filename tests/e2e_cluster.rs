@@ -29,22 +29,17 @@ struct Fleet {
 
 impl Fleet {
     async fn start(test: &str) -> Self {
+        Self::start_with(test, true).await
+    }
+
+    /// Starts the operator, with the tenant Secret patch role bound in the
+    /// test's namespace when `bind` is true.
+    async fn start_with(test: &str, bind: bool) -> Self {
         let harness = Harness::start_without_operator(test, &[]).await;
         let namespace = harness.namespace.clone();
-        // The same binding deploy/rbac.yaml makes in photo-policy-tenants.
-        let (ok, _, err) = kubectl(
-            &[
-                "create",
-                "rolebinding",
-                "photo-policy-operator-tenant-secrets",
-                "--clusterrole=photo-policy-operator-tenant-secrets",
-                "--serviceaccount=photo-policy-system:photo-policy-operator",
-                "-n",
-                &namespace,
-            ],
-            None,
-        );
-        assert!(ok, "binding the tenant Secret role failed: {err}");
+        if bind {
+            bind_tenant_secret_role(&namespace);
+        }
         let selector = format!("{RUN_LABEL}={namespace}");
         let operator = harness.spawn_operator(
             "cluster",
@@ -180,6 +175,24 @@ impl Drop for Fleet {
         let selector = format!("{RUN_LABEL}={}", self.harness.namespace);
         let _ = kubectl(&["delete", "cppol", "-l", &selector, "--wait=false"], None);
     }
+}
+
+/// Binds the ClusterRole for tenant Secret patches in `namespace`, as
+/// deploy/rbac.yaml does in photo-policy-tenants.
+fn bind_tenant_secret_role(namespace: &str) {
+    let (ok, _, err) = kubectl(
+        &[
+            "create",
+            "rolebinding",
+            "photo-policy-operator-tenant-secrets",
+            "--clusterrole=photo-policy-operator-tenant-secrets",
+            "--serviceaccount=photo-policy-system:photo-policy-operator",
+            "-n",
+            namespace,
+        ],
+        None,
+    );
+    assert!(ok, "binding the tenant Secret role failed: {err}");
 }
 
 /// Counts of the status, for one assertion per wait.
@@ -845,4 +858,47 @@ async fn bad_cluster_policies_rejected() {
     let (ok, out, err) = kubectl(&["explain", "cppol.spec.tenantSelector"], None);
     assert!(ok, "{err}");
     assert!(out.contains("credentials namespace"), "{out}");
+}
+
+#[tokio::test]
+async fn restore_without_secret_patch_fails() {
+    if !enabled("restore_without_secret_patch_fails") {
+        return;
+    }
+    let fleet = Fleet::start_with("norbac", false).await;
+    fleet
+        .put_tenant(&secret_name(0), &tenant(0), &[("tier", "gold")])
+        .await;
+    let name = fleet
+        .create_policy(
+            "gold",
+            json!({
+                "tenantSelector": {"matchLabels": {"tier": "gold"}},
+                "source": "onPremises",
+                "deletionPolicy": "Restore"
+            }),
+        )
+        .await;
+    let policy = fleet
+        .wait_counts(
+            &name,
+            Counts {
+                selected: 1,
+                failing: 1,
+                ..Counts::default()
+            },
+        )
+        .await;
+    let listed = &policy.status.as_ref().unwrap().failing_tenants[0];
+    assert_eq!(listed.reason, "KubernetesError");
+    assert!(
+        listed
+            .message
+            .contains("photo-policy-operator-tenant-secrets"),
+        "{}",
+        listed.message
+    );
+    assert_eq!(ready(&policy), ("False".into(), "TenantsFailing".into()));
+    let stats = fleet.harness.emulator.control_get("/_emulator/stats").await;
+    assert_eq!(stats["totals"]["patches"], 0, "{stats}");
 }
