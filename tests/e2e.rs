@@ -907,3 +907,48 @@ async fn switching_to_orphan_releases_the_policy() {
         "onPremises"
     );
 }
+
+/// `spec.cloud` picks the token audience: against a Graph that accepts only
+/// US Government tokens, a USGovernment policy converges and a Global one
+/// for another tenant is refused with PermissionDenied.
+#[tokio::test]
+async fn cloud_field_selects_token_audience() {
+    if !enabled("cloud_field_selects_token_audience") {
+        return;
+    }
+    let harness =
+        Harness::start_with("cloud", &["--graph-audience", "https://graph.microsoft.us"]).await;
+    harness.put_secret("creds", SECRET).await;
+    harness
+        .create_policy(
+            "gov",
+            spec(
+                "gov.onmicrosoft.com",
+                "creds",
+                json!({"cloud": "USGovernment", "allowedRoles": [GLOBAL_ADMIN]}),
+            ),
+        )
+        .await;
+    harness
+        .create_policy(
+            "global",
+            spec(
+                "global.onmicrosoft.com",
+                "creds",
+                json!({"allowedRoles": [GLOBAL_ADMIN]}),
+            ),
+        )
+        .await;
+    harness.wait_ready("gov").await;
+    assert_eq!(
+        tenant_settings(&harness, "gov.onmicrosoft.com").await["allowedRoles"],
+        json!([GLOBAL_ADMIN])
+    );
+    harness
+        .wait_condition("global", "Ready", "False", "PermissionDenied")
+        .await;
+    assert_ne!(
+        tenant_settings(&harness, "global.onmicrosoft.com").await["allowedRoles"],
+        json!([GLOBAL_ADMIN])
+    );
+}

@@ -292,7 +292,9 @@ async fn throttled_with_retry_after() {
     assert_eq!(err.status(), Some(429));
     assert!(err.request_id().is_some(), "{err:?}");
     assert!(err.to_string().contains("retry after 30s"), "{err}");
-    client.get_settings(&contoso()).await.unwrap();
+    // The window holds: the next attempt is not sent.
+    let err = client.get_settings(&contoso()).await.unwrap_err();
+    assert!(matches!(err, GraphError::Deferred { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -596,4 +598,134 @@ async fn tls_with_extra_root_certificate() {
     let client = GraphClient::new(options).unwrap();
     client.get_settings(&contoso()).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn in_cloud(cloud: Cloud) -> Target {
+    Target { cloud, ..contoso() }
+}
+
+/// The emulator stands in for the US Government cloud's Graph, so only
+/// tokens requested for `https://graph.microsoft.us` pass. A token cached for
+/// one cloud must never be sent to another, even for the same tenant,
+/// client and secret.
+#[tokio::test]
+async fn tokens_are_per_cloud_and_carry_its_audience() {
+    let emulator = Emulator::start(&["--graph-audience", "https://graph.microsoft.us"]);
+    let client = emulator.client();
+
+    client
+        .get_settings(&in_cloud(Cloud::USGovernment))
+        .await
+        .expect("a USGovernment token is accepted by a USGovernment Graph");
+
+    let err = client
+        .get_settings(&in_cloud(Cloud::Global))
+        .await
+        .expect_err("a Global token must not pass, and the USGovernment one must not be reused");
+    assert!(
+        matches!(err, GraphError::Graph { status: 401, .. }),
+        "unexpected error: {err:?}"
+    );
+    assert_eq!(err.reason(), reason::PERMISSION_DENIED);
+    assert_no_secret(&err, &[SECRET]);
+
+    for cloud in [Cloud::USGovernmentDoD, Cloud::China] {
+        let err = client.get_settings(&in_cloud(cloud)).await.unwrap_err();
+        assert!(
+            matches!(err, GraphError::Graph { status: 401, .. }),
+            "{cloud:?}: {err:?}"
+        );
+    }
+    // One token per cloud, each asked for once.
+    let token_requests = emulator
+        .requests()
+        .await
+        .iter()
+        .filter(|entry| entry["endpoint"] == "token")
+        .count();
+    assert_eq!(token_requests, 4);
+    assert_eq!(client.token_requests(), 4);
+
+    // The USGovernment token is still cached and still good.
+    client
+        .get_settings(&in_cloud(Cloud::USGovernment))
+        .await
+        .unwrap();
+    assert_eq!(client.token_requests(), 4);
+}
+
+/// After a 429 with Retry-After, no caller of the client reaches the tenant
+/// until the window ends; other tenants are not held up.
+#[tokio::test]
+async fn retry_after_window_holds_every_caller() {
+    let emulator = Emulator::start(&[]);
+    emulator
+        .add_faults(json!({"endpoint": "graph", "tenant": TENANT, "status": 429, "retryAfter": 2, "count": 1}))
+        .await;
+    let client = emulator.client();
+    let err = client.get_settings(&contoso()).await.unwrap_err();
+    assert_eq!(err.status(), Some(429));
+
+    // A clone, as another policy's pass would use, is refused locally.
+    let other_caller = client.clone();
+    let err = other_caller
+        .patch_settings(&contoso(), &desired(Source::Cloud, &[GLOBAL_ADMIN]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, GraphError::Deferred { retry_after, .. } if retry_after <= Duration::from_secs(2)),
+        "{err:?}"
+    );
+    assert_eq!(err.reason(), reason::THROTTLED);
+    assert!(err.to_string().contains("not sent"), "{err}");
+    let ErrorClass::Throttled {
+        retry_after: Some(wait),
+    } = err.class()
+    else {
+        panic!("a deferred request is throttled: {:?}", err.class());
+    };
+    assert!(wait > Duration::ZERO && wait <= Duration::from_secs(2));
+
+    // Another tenant goes through meanwhile.
+    client
+        .get_settings(&target(READ_TENANT, READ_CLIENT_ID, READ_SECRET))
+        .await
+        .unwrap();
+
+    let graph_requests_to_contoso = |log: &[Value]| {
+        log.iter()
+            .filter(|entry| entry["endpoint"] == "graph" && entry["tenant"] == TENANT)
+            .count()
+    };
+    assert_eq!(graph_requests_to_contoso(&emulator.requests().await), 1);
+
+    tokio::time::sleep(wait).await;
+    client.get_settings(&contoso()).await.unwrap();
+    assert_eq!(graph_requests_to_contoso(&emulator.requests().await), 2);
+}
+
+/// Requests to one tenant go one at a time, so parallel callers never spend
+/// its throttling budget together. Each response takes 300 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_at_a_time_per_tenant() {
+    let emulator = Emulator::start(&["--latency", "300"]);
+    let client = emulator.client();
+    // Get the token first, so that only Graph requests are timed.
+    client.get_settings(&contoso()).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.get_settings(&contoso()).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "three requests to one tenant overlapped: {elapsed:?}"
+    );
 }

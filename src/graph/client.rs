@@ -14,6 +14,7 @@ use url::Url;
 
 use super::assertion::{AssertionRequest, JWT_BEARER, client_assertion};
 use super::error::{GraphError, Operation, TransportKind};
+use super::gate::TenantGates;
 use super::response::{
     IssuedToken, parse_aad_error, parse_odata_error, parse_settings, parse_token_response,
     retry_after,
@@ -26,6 +27,9 @@ use crate::settings::{DesiredSettings, ObservedSettings};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Maximum time for opening a connection.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `Retry-After` window that closes a tenant to every caller, so a
+/// bogus header cannot stop a tenant's requests for a day.
+const MAX_RETRY_AFTER_WINDOW: Duration = Duration::from_secs(3600);
 /// Request header that carries a fresh GUID per request, for support cases.
 const CLIENT_REQUEST_ID: &str = "client-request-id";
 /// Response header with Graph's own id of the request.
@@ -98,6 +102,7 @@ struct Inner {
     http: reqwest::Client,
     overrides: EndpointOverrides,
     tokens: TokenCache,
+    gates: TenantGates,
     token_requests: AtomicU64,
     graph_requests: AtomicU64,
     observer: Option<Arc<dyn RequestObserver>>,
@@ -163,6 +168,7 @@ impl GraphClient {
                 http,
                 overrides: endpoints,
                 tokens: TokenCache::new(),
+                gates: TenantGates::default(),
                 token_requests: AtomicU64::new(0),
                 graph_requests: AtomicU64::new(0),
                 observer,
@@ -218,9 +224,11 @@ impl GraphClient {
         Ok(())
     }
 
-    /// Sends one Graph request with a token for `target`. After a 401 or 403
-    /// the token is dropped from the cache, so the next attempt gets a new
-    /// token that carries any permission granted since.
+    /// Sends one Graph request with a token for `target`, after any other
+    /// request to the same tenant has finished, and only outside the
+    /// tenant's `Retry-After` window (see [`TenantGates`]). After a 401 or
+    /// 403 the token is dropped from the cache, so the next attempt gets a
+    /// new token that carries any permission granted since.
     async fn call(
         &self,
         target: &Target,
@@ -228,6 +236,16 @@ impl GraphClient {
         body: Option<Value>,
     ) -> Result<Success, GraphError> {
         let endpoints = Endpoints::resolve(target.cloud, &self.inner.overrides);
+        let pass = self
+            .inner
+            .gates
+            .enter(endpoints.graph.as_str(), &target.tenant_id)
+            .await
+            .map_err(|retry_after| GraphError::Deferred {
+                operation,
+                tenant: target.tenant_id.clone(),
+                retry_after,
+            })?;
         let key = self.inner.tokens.key(&endpoints, target);
         let token = self
             .inner
@@ -237,6 +255,13 @@ impl GraphClient {
         let result = self
             .send_graph(&endpoints.graph, target, operation, body, &token)
             .await;
+        if let Err(GraphError::Graph {
+            retry_after: Some(wait),
+            ..
+        }) = &result
+        {
+            pass.close_for((*wait).min(MAX_RETRY_AFTER_WINDOW));
+        }
         if let Err(GraphError::Graph {
             status: 401 | 403, ..
         }) = &result

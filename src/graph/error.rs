@@ -194,6 +194,19 @@ pub enum GraphError {
         problem: String,
     },
 
+    /// Not sent, because Graph's `Retry-After` window for the tenant, set by
+    /// an earlier response to any caller, was still open.
+    #[error(
+        "{operation} for tenant {tenant:?} not sent: Graph asked for a pause (Retry-After) and \
+         {}s of it are left; the operator retries then",
+        .retry_after.as_secs().max(1)
+    )]
+    Deferred {
+        operation: Operation,
+        tenant: String,
+        retry_after: Duration,
+    },
+
     /// Signing the client assertion failed, so no token request was sent.
     #[error(
         "token request for tenant {tenant:?} not sent: {source}; the operator retries with backoff"
@@ -226,6 +239,9 @@ impl GraphError {
                 ErrorClass::Transient
             }
             Self::FederatedToken { .. } => ErrorClass::Permanent,
+            Self::Deferred { retry_after, .. } => ErrorClass::Throttled {
+                retry_after: Some(*retry_after),
+            },
         }
     }
 
@@ -244,6 +260,7 @@ impl GraphError {
             Self::UnexpectedResponse { .. } => reason::UNEXPECTED_RESPONSE,
             Self::FederatedToken { .. } => reason::FEDERATED_TOKEN_UNAVAILABLE,
             Self::Signing { .. } => reason::AUTHENTICATION_FAILED,
+            Self::Deferred { .. } => reason::THROTTLED,
         }
     }
 
@@ -256,7 +273,8 @@ impl GraphError {
             Self::Token { .. }
             | Self::Transport { .. }
             | Self::FederatedToken { .. }
-            | Self::Signing { .. } => None,
+            | Self::Signing { .. }
+            | Self::Deferred { .. } => None,
         }
     }
 
@@ -266,7 +284,10 @@ impl GraphError {
             Self::Token { status, .. }
             | Self::Graph { status, .. }
             | Self::UnexpectedResponse { status, .. } => Some(*status),
-            Self::Transport { .. } | Self::FederatedToken { .. } | Self::Signing { .. } => None,
+            Self::Transport { .. }
+            | Self::FederatedToken { .. }
+            | Self::Signing { .. }
+            | Self::Deferred { .. } => None,
         }
     }
 }

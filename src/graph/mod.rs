@@ -8,6 +8,7 @@ mod certificate;
 mod client;
 mod cloud;
 mod error;
+mod gate;
 mod response;
 #[cfg(test)]
 pub(crate) mod test_keys;

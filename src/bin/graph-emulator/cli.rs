@@ -79,6 +79,13 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 60)]
     pub max_token_requests_per_minute: u32,
 
+    /// Resource whose tokens the Graph endpoint accepts, such as
+    /// https://graph.microsoft.us to stand in for the US Government cloud.
+    /// Graph requests with a token issued for another cloud's Graph get 401.
+    /// Without it, a token for any cloud's Graph is accepted.
+    #[arg(long, value_name = "URL")]
+    pub graph_audience: Option<String>,
+
     /// Delay added to every Graph and token endpoint response, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub latency: u64,

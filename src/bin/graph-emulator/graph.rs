@@ -16,9 +16,10 @@ use crate::faults;
 use crate::graph_error::{GraphError, ODATA_JSON, json_response};
 use crate::identity::{BearerError, Grant};
 use crate::patch::apply_patch;
-use crate::state::Emulator;
+use crate::state::{Config, Emulator};
 use crate::tenants::{Settings, default_settings};
 use crate::throttle::retry_after_seconds;
+use crate::token::GRAPH_APP_ID;
 
 /// Path of the emulated resource. Graph matches paths case-insensitively.
 pub const SETTINGS_PATH: &str = "/beta/admin/people/photoUpdateSettings";
@@ -205,7 +206,25 @@ fn bearer_grant(emulator: &Emulator, headers: &HeaderMap) -> Result<Grant, Beare
     if token.is_empty() {
         return Err(BearerError::Missing);
     }
-    emulator.identity().resolve_token(token, Instant::now())
+    let grant = emulator.identity().resolve_token(token, Instant::now())?;
+    if !audience_accepted(&emulator.config, &grant.audience) {
+        return Err(BearerError::WrongAudience);
+    }
+    Ok(grant)
+}
+
+/// Returns whether a token issued for `audience` may call this Graph: any
+/// audience without `--graph-audience`; with it, that resource, Graph's
+/// application ID (which names Graph in every cloud) or the emulator itself.
+fn audience_accepted(config: &Config, audience: &str) -> bool {
+    match &config.graph_audience {
+        None => true,
+        Some(expected) => {
+            audience == expected
+                || audience == GRAPH_APP_ID
+                || audience.eq_ignore_ascii_case(&config.base_url)
+        }
+    }
 }
 
 fn has_json_content_type(headers: &HeaderMap) -> bool {

@@ -92,6 +92,9 @@ pub struct Grant {
     pub tenant: String,
     pub client_id: String,
     pub permission: Permission,
+    /// Resource named by the token request's scope, lowercase and without
+    /// `/.default`, such as `https://graph.microsoft.us`.
+    pub audience: String,
     pub expires_at: Instant,
 }
 
@@ -104,6 +107,8 @@ pub enum BearerError {
     Unknown,
     #[error("Lifetime validation failed, the token is expired.")]
     Expired,
+    #[error("Access token validation failure. Invalid audience.")]
+    WrongAudience,
 }
 
 /// Clients keyed by (tenant or `*`, client ID), tokens, and recent token
@@ -285,6 +290,7 @@ mod tests {
             tenant: "t.com".into(),
             client_id: "app".into(),
             permission: Permission::Read,
+            audience: "https://graph.microsoft.com".into(),
             expires_at: now + Duration::from_secs(10),
         };
         let token = identity.issue_token(grant, now);

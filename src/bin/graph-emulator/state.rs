@@ -22,6 +22,9 @@ pub struct Config {
     pub scheme: &'static str,
     /// `{scheme}://{listen address}`, as printed at start.
     pub base_url: String,
+    /// Lowercase resource without a trailing slash whose tokens Graph
+    /// requests must carry; `None` accepts every cloud's.
+    pub graph_audience: Option<String>,
 }
 
 /// State shared by all connections. Each part has its own lock, and no lock
@@ -51,6 +54,10 @@ impl Emulator {
             patch_status: args.patch_status,
             scheme,
             base_url: format!("{scheme}://{local_addr}"),
+            graph_audience: args
+                .graph_audience
+                .as_deref()
+                .map(|audience| audience.trim_end_matches('/').to_ascii_lowercase()),
         };
         Emulator {
             config,

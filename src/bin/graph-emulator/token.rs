@@ -35,7 +35,7 @@ const AUTHORITIES: [&str; 3] = [
 ];
 
 /// Application ID of Microsoft Graph, also accepted as `{id}/.default`.
-const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
 
 /// The form fields that the emulator reads: a client secret, or a client
 /// assertion for certificate and federated credentials.
@@ -142,7 +142,7 @@ fn issue_token(
     let token_urls = endpoint_urls(tenant, own_roots);
     check_credential(form, client, &client_id, &token_urls)?;
     let permission = client.permission;
-    check_scope(form.scope.as_deref(), own_roots)?;
+    let audience = check_scope(form.scope.as_deref(), own_roots)?;
 
     let now = Instant::now();
     let limit = emulator.config.max_token_requests_per_minute;
@@ -154,6 +154,7 @@ fn issue_token(
         tenant: tenant.to_owned(),
         client_id,
         permission,
+        audience,
         expires_at: now + lifetime,
     };
     let access_token = identity.issue_token(grant, now);
@@ -231,8 +232,9 @@ fn check_grant_type(grant_type: Option<&str>) -> Result<(), TokenError> {
 }
 
 /// Accepts exactly one scope `{resource}/.default`, where the resource is a
-/// Graph root, Graph's application ID or the emulator's own base URL.
-fn check_scope(scope: Option<&str>, own_roots: &[String]) -> Result<(), TokenError> {
+/// Graph root, Graph's application ID or the emulator's own base URL, and
+/// returns the resource: the audience of the token to issue.
+fn check_scope(scope: Option<&str>, own_roots: &[String]) -> Result<String, TokenError> {
     let scope = scope.ok_or(TokenError::MissingParameter("scope"))?;
     let is_known = |resource: &str| {
         GRAPH_ROOTS
@@ -248,7 +250,7 @@ fn check_scope(scope: Option<&str>, own_roots: &[String]) -> Result<(), TokenErr
     };
     if let Some(resource) = single.strip_suffix("/.default") {
         if is_known(resource) {
-            return Ok(());
+            return Ok(resource.to_ascii_lowercase());
         }
         return Err(TokenError::InvalidScope(scope.to_owned()));
     }
@@ -291,15 +293,18 @@ mod tests {
     #[test]
     fn scope_accepts_every_cloud() {
         for root in GRAPH_ROOTS {
-            assert_eq!(check_scope(Some(&format!("{root}/.default")), &[]), Ok(()));
+            assert_eq!(
+                check_scope(Some(&format!("{root}/.default")), &[]),
+                Ok(root.to_owned())
+            );
         }
         let own = vec!["http://127.0.0.1:9".to_owned()];
         assert_eq!(
             check_scope(Some("http://127.0.0.1:9/.default"), &own),
-            Ok(())
+            Ok("http://127.0.0.1:9".to_owned())
         );
         let app_id = format!("{GRAPH_APP_ID}/.default");
-        assert_eq!(check_scope(Some(&app_id), &[]), Ok(()));
+        assert_eq!(check_scope(Some(&app_id), &[]), Ok(GRAPH_APP_ID.to_owned()));
     }
 
     #[test]
