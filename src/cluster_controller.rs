@@ -916,6 +916,7 @@ impl ClusterContext {
                     other_policies: names.iter().filter(|n| *n != name).cloned().collect(),
                     managed_by: manager.clone(),
                     synced_at: if index == 0 { synced_at } else { None },
+                    generation: selecting[index].metadata.generation,
                 };
                 (name.clone(), record)
             })
@@ -1090,10 +1091,11 @@ async fn write_fleet_status(
             invalid_spec,
             records: results.tenants(&name),
         };
-        context
-            .shared
-            .metrics
-            .fleet(&name, &fleet::count(input.records), selected);
+        context.shared.metrics.fleet(
+            &name,
+            &fleet::count(input.records, input.generation),
+            selected,
+        );
         fleet::build_fleet_status(previous.as_ref(), &input, &Time(jiff::Timestamp::now()))
     };
     if !needs_write(previous.as_ref(), &status) {

@@ -176,6 +176,9 @@ pub struct TenantRecord {
     pub managed_by: String,
     /// Time of the pass's successful read of the tenant, if any.
     pub synced_at: Option<jiff::Timestamp>,
+    /// metadata.generation of the policy that the pass used. Records of an
+    /// older generation count as not yet reconciled.
+    pub generation: Option<i64>,
 }
 
 /// Per-tenant results of every cluster policy, kept in memory and rebuilt
@@ -261,10 +264,14 @@ pub struct Counts {
     pub recorded: usize,
 }
 
-/// Counts the records by state.
-pub fn count(records: Option<&BTreeMap<String, TenantRecord>>) -> Counts {
+/// Counts the records of the policy's `generation` by state.
+pub fn count(records: Option<&BTreeMap<String, TenantRecord>>, generation: Option<i64>) -> Counts {
     let mut counts = Counts::default();
-    for record in records.into_iter().flat_map(BTreeMap::values) {
+    let current = records
+        .into_iter()
+        .flat_map(BTreeMap::values)
+        .filter(|record| record.generation == generation);
+    for record in current {
         counts.recorded += 1;
         if !record.other_policies.is_empty() {
             counts.conflicting += 1;
@@ -295,8 +302,14 @@ pub fn build_fleet_status(
     input: &FleetInput<'_>,
     now: &Time,
 ) -> ClusterPhotoUpdatePolicyStatus {
-    let counts = count(input.records);
-    let records = || input.records.into_iter().flat_map(BTreeMap::iter);
+    let counts = count(input.records, input.generation);
+    let records = || {
+        input
+            .records
+            .into_iter()
+            .flat_map(BTreeMap::iter)
+            .filter(|(_, record)| record.generation == input.generation)
+    };
     let failing_tenants = records()
         .filter_map(|(secret, record)| match &record.state {
             TenantState::Failing {
@@ -388,7 +401,10 @@ fn fleet_condition_set(input: &FleetInput<'_>, counts: &Counts) -> FleetConditio
             "True",
             "False",
             reason::TENANTS_PENDING,
-            format!("{pending} of {selected} selected tenants have not been read yet"),
+            format!(
+                "{pending} of {selected} selected tenants have not been reconciled against the \
+                 current spec yet"
+            ),
         );
     }
     if counts.failing > 0 {

@@ -30,6 +30,7 @@ fn record(state: TenantState) -> TenantRecord {
         other_policies: Vec::new(),
         managed_by: "fleet".into(),
         synced_at: None,
+        generation: Some(3),
     }
 }
 
@@ -361,4 +362,23 @@ fn unchanged_condition_keeps_transition_time() {
         condition(&second, READY).last_transition_time,
         condition(&first, READY).last_transition_time
     );
+}
+
+#[test]
+fn older_generation_records_are_pending() {
+    let mut records = BTreeMap::new();
+    records.insert("a".to_string(), record(TenantState::InSync));
+    let mut stale = record(TenantState::InSync);
+    stale.generation = Some(2);
+    records.insert("b".to_string(), stale);
+    let mut stale_failure = record(failing("Throttled", false));
+    stale_failure.generation = Some(2);
+    records.insert("c".to_string(), stale_failure);
+    let status = build_fleet_status(None, &input(3, &records), &now());
+    assert_eq!(status.in_sync, 1);
+    assert_eq!(status.failing, 0);
+    assert!(status.failing_tenants.is_empty());
+    let ready = condition(&status, READY);
+    assert_eq!(ready.reason, reason::TENANTS_PENDING);
+    assert!(ready.message.starts_with("2 of 3"), "{}", ready.message);
 }

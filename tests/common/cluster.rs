@@ -367,6 +367,11 @@ impl OperatorProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Returns the process ID.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGKILL.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
