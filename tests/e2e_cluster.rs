@@ -19,6 +19,7 @@ use photo_policy_operator::cluster_policy::{ADOPTED_SETTING_ANNOTATION, ClusterP
 use serde_json::{Value, json};
 
 const GLOBAL_ADMIN: &str = "62e90394-69f5-4237-9190-012177145e10";
+const USER_ADMIN: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
 const RUN_LABEL: &str = "e2e.photopolicy.io/run";
 
 /// One test's cluster policy world.
@@ -29,13 +30,14 @@ struct Fleet {
 
 impl Fleet {
     async fn start(test: &str) -> Self {
-        Self::start_with(test, true).await
+        Self::start_with(test, true, &[]).await
     }
 
-    /// Starts the operator, with the tenant Secret patch role bound in the
-    /// test's namespace when `bind` is true.
-    async fn start_with(test: &str, bind: bool) -> Self {
-        let harness = Harness::start_without_operator(test, &[]).await;
+    /// Starts the emulator with `emulator_args` and the operator, with the
+    /// tenant Secret patch role bound in the test's namespace when `bind`
+    /// is true.
+    async fn start_with(test: &str, bind: bool, emulator_args: &[&str]) -> Self {
+        let harness = Harness::start_without_operator(test, emulator_args).await;
         let namespace = harness.namespace.clone();
         if bind {
             bind_tenant_secret_role(&namespace);
@@ -255,7 +257,10 @@ async fn fleet_of_fifty_converges() {
     if !enabled("fleet_of_fifty_converges") {
         return;
     }
-    let fleet = Fleet::start("fleet50").await;
+    // With 200 ms per Graph request, a pass takes long enough that a
+    // status built right after a spec change would still count passes
+    // made against the old spec.
+    let fleet = Fleet::start_with("fleet50", true, &["--latency", "200"]).await;
     for i in 0..50 {
         fleet
             .put_tenant(&secret_name(i), &tenant(i), &[("tier", "gold")])
@@ -295,6 +300,29 @@ async fn fleet_of_fifty_converges() {
     }
     let untouched = fleet.settings("other.onmicrosoft.com").await;
     assert!(roles(&untouched).is_empty(), "{untouched}");
+
+    // A spec change counts a tenant in sync only once it has the new
+    // setting.
+    let patch = json!({"spec": {"allowedRoles": ["UserAdministrator"]}});
+    fleet
+        .policies()
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    fleet
+        .wait_counts(
+            &name,
+            Counts {
+                selected: 50,
+                in_sync: 50,
+                ..Counts::default()
+            },
+        )
+        .await;
+    for i in 0..50 {
+        let settings = fleet.settings(&tenant(i)).await;
+        assert_eq!(roles(&settings), [USER_ADMIN], "{}", tenant(i));
+    }
     let (ok, out, err) = kubectl(&["get", "cppol", &name], None);
     assert!(ok, "{err}");
     assert!(out.contains("SELECTED"), "{out}");
@@ -865,7 +893,7 @@ async fn restore_without_secret_patch_fails() {
     if !enabled("restore_without_secret_patch_fails") {
         return;
     }
-    let fleet = Fleet::start_with("norbac", false).await;
+    let fleet = Fleet::start_with("norbac", false, &[]).await;
     fleet
         .put_tenant(&secret_name(0), &tenant(0), &[("tier", "gold")])
         .await;
