@@ -86,7 +86,7 @@ impl Adoption {
     }
 }
 
-/// What to do with a tenant's adopted setting on this pass.
+/// Action on a tenant's adopted setting in this pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdoptionStep {
     /// Leave the annotation as it is.
@@ -142,7 +142,7 @@ pub fn adoption_step(
     }
 }
 
-/// Result of a tenant's last pass, as one cluster policy sees it.
+/// Result of a tenant's last pass, from one cluster policy's point of view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantState {
     /// The tenant had, or got, the declared setting.
@@ -164,7 +164,7 @@ pub enum TenantState {
     Suspended,
 }
 
-/// What one cluster policy knows about one tenant Secret.
+/// Result that one cluster policy recorded for one tenant Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRecord {
     /// Tenant ID from the Secret, when valid.
@@ -189,7 +189,7 @@ pub struct FleetResults {
 }
 
 impl FleetResults {
-    /// Replaces what every policy knows about `secret` with `records`
+    /// Replaces every policy's record of `secret` with `records`
     /// (policy name and record). Returns the records it replaced, by policy.
     pub fn record(
         &mut self,
@@ -246,7 +246,7 @@ pub struct FleetInput<'a> {
     pub selected: usize,
     pub mode: ManagementPolicy,
     pub suspended: bool,
-    /// Why the spec cannot be used, if it cannot.
+    /// Reason the spec cannot be used, if any.
     pub invalid_spec: Option<String>,
     pub records: Option<&'a BTreeMap<String, TenantRecord>>,
 }

@@ -1,10 +1,11 @@
 //! Measures one ClusterPhotoUpdatePolicy over many tenant Secrets on the
-//! real API server and the Graph emulator: first convergence against its
-//! lower bound, Graph and token requests against the minimum, the time from
-//! a spec change to each tenant's PATCH, status writes while nothing
-//! changes, and the operator's peak memory. Runs only with PPO_E2E=1 and
-//! PPO_BENCH=1. PPO_BENCH_TENANTS (default 1000) and PPO_BENCH_LATENCY_MS
-//! (default 50) set the size and the emulator's added latency.
+//! real API server and the Graph emulator. It reports first convergence
+//! against its lower bound and Graph and token requests against the
+//! minimum. It also reports the time from a spec change to each tenant's
+//! PATCH, status writes while nothing changes, and the operator's peak
+//! memory. Runs only with PPO_E2E=1 and PPO_BENCH=1. PPO_BENCH_TENANTS
+//! (default 1000) and PPO_BENCH_LATENCY_MS (default 50) set the size and
+//! the emulator's added latency.
 
 mod common;
 
