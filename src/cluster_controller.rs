@@ -145,6 +145,7 @@ pub async fn run(shared: Arc<Context>, options: ClusterOptions) {
     // so the operator's own status writes do not.
     let policy_stream = watcher(policy_api, policy_config)
         .default_backoff()
+        .modify(|policy| policy.metadata.managed_fields = None)
         .reflect(policy_writer)
         .inspect(move |event| {
             match event {
@@ -171,6 +172,7 @@ pub async fn run(shared: Arc<Context>, options: ClusterOptions) {
     // resourceVersion in the metadata.
     let secret_stream = watcher(secret_api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(trim_secret_metadata)
         .reflect(secret_writer)
         .inspect(move |event| {
             match event {
@@ -217,6 +219,18 @@ pub async fn run(shared: Arc<Context>, options: ClusterOptions) {
         })
         .await;
     status_task.abort();
+}
+
+/// Drops what the operator never reads from the cached Secret metadata:
+/// managed fields, and every annotation but the adopted setting. Besides
+/// memory, this keeps `kubectl.kubernetes.io/last-applied-configuration`,
+/// which contains the Secret's data when it was written by `kubectl apply`,
+/// out of the cache.
+fn trim_secret_metadata(secret: &mut SecretMeta) {
+    secret.metadata.managed_fields = None;
+    if let Some(annotations) = secret.metadata.annotations.as_mut() {
+        annotations.retain(|key, _| key == ADOPTED_SETTING_ANNOTATION);
+    }
 }
 
 fn error_policy(_secret: Arc<SecretMeta>, error: &Error, _context: Arc<ClusterContext>) -> Action {
