@@ -28,6 +28,17 @@ struct Fleet {
     operator: OperatorProcess,
 }
 
+/// Operator arguments that make the test's namespace the credentials
+/// namespace and serve only the test's cluster policies.
+fn operator_args(namespace: &str) -> Vec<String> {
+    vec![
+        "--credentials-namespace".into(),
+        namespace.into(),
+        "--cluster-policy-selector".into(),
+        format!("{RUN_LABEL}={namespace}"),
+    ]
+}
+
 impl Fleet {
     async fn start(test: &str) -> Self {
         Self::start_with(test, true, &[]).await
@@ -42,17 +53,18 @@ impl Fleet {
         if bind {
             bind_tenant_secret_role(&namespace);
         }
-        let selector = format!("{RUN_LABEL}={namespace}");
-        let operator = harness.spawn_operator(
-            "cluster",
-            &[
-                "--credentials-namespace",
-                &namespace,
-                "--cluster-policy-selector",
-                &selector,
-            ],
-        );
+        let args = operator_args(&namespace);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let operator = harness.spawn_operator("cluster", &args);
         Self { harness, operator }
+    }
+
+    /// Replaces the operator process with a new one, logging under `label`.
+    fn restart_operator(&mut self, label: &str) {
+        self.operator.kill();
+        let args = operator_args(&self.harness.namespace);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.operator = self.harness.spawn_operator(label, &args);
     }
 
     fn policies(&self) -> Api<ClusterPhotoUpdatePolicy> {
@@ -323,6 +335,23 @@ async fn fleet_of_fifty_converges() {
         let settings = fleet.settings(&tenant(i)).await;
         assert_eq!(roles(&settings), [USER_ADMIN], "{}", tenant(i));
     }
+
+    // A deleted Secret leaves the counts.
+    fleet
+        .secrets()
+        .delete(&secret_name(49), &DeleteParams::default())
+        .await
+        .unwrap();
+    fleet
+        .wait_counts(
+            &name,
+            Counts {
+                selected: 49,
+                in_sync: 49,
+                ..Counts::default()
+            },
+        )
+        .await;
     let (ok, out, err) = kubectl(&["get", "cppol", &name], None);
     assert!(ok, "{err}");
     assert!(out.contains("SELECTED"), "{out}");
@@ -333,7 +362,7 @@ async fn fleet_of_fifty_converges() {
         .await
         .unwrap();
     let series = format!(
-        "photo_policy_operator_cluster_policy_tenants{{policy=\"{name}\",state=\"in_sync\"}} 50"
+        "photo_policy_operator_cluster_policy_tenants{{policy=\"{name}\",state=\"in_sync\"}} 49"
     );
     assert!(metrics.contains(&series), "{metrics}");
 }
@@ -929,4 +958,71 @@ async fn restore_without_secret_patch_fails() {
     assert_eq!(ready(&policy), ("False".into(), "TenantsFailing".into()));
     let stats = fleet.harness.emulator.control_get("/_emulator/stats").await;
     assert_eq!(stats["totals"]["patches"], 0, "{stats}");
+}
+
+#[tokio::test]
+async fn restore_after_operator_restart() {
+    if !enabled("restore_after_operator_restart") {
+        return;
+    }
+    let mut fleet = Fleet::start("restart").await;
+    fleet
+        .set_settings(&tenant(0), json!({"source": "cloud", "allowedRoles": null}))
+        .await;
+    fleet
+        .put_tenant(&secret_name(0), &tenant(0), &[("tier", "gold")])
+        .await;
+    let name = fleet
+        .create_policy(
+            "gold",
+            json!({
+                "tenantSelector": {"matchLabels": {"tier": "gold"}},
+                "source": "cloud",
+                "allowedRoles": ["GlobalAdministrator"],
+                "deletionPolicy": "Restore"
+            }),
+        )
+        .await;
+    fleet
+        .wait_counts(
+            &name,
+            Counts {
+                selected: 1,
+                in_sync: 1,
+                ..Counts::default()
+            },
+        )
+        .await;
+    assert_eq!(roles(&fleet.settings(&tenant(0)).await), [GLOBAL_ADMIN]);
+
+    // The policy is deleted while no operator runs. The annotation on the
+    // Secret still says what to write back.
+    fleet.operator.kill();
+    fleet.delete_policy(&name).await;
+    fleet.restart_operator("cluster-restarted");
+    let mut restored = Value::Null;
+    for _ in 0..300 {
+        restored = fleet.settings(&tenant(0)).await;
+        if roles(&restored).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(roles(&restored).is_empty(), "not restored: {restored}");
+    assert_eq!(restored["source"], "cloud");
+    let mut annotation = Some(String::new());
+    for _ in 0..100 {
+        let secret = fleet.secrets().get(&secret_name(0)).await.unwrap();
+        annotation = secret
+            .annotations()
+            .get(ADOPTED_SETTING_ANNOTATION)
+            .cloned();
+        if annotation.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(annotation, None, "the annotation outlived the restore");
+    let log = fleet.operator.log();
+    assert!(log.contains("restored the tenant"), "{log}");
 }
