@@ -33,7 +33,7 @@ use crate::conditions::{self, reason};
 use crate::controller::{Context, MANAGER};
 use crate::credentials::{self, FEDERATED_TOKEN_FILE_VAR};
 use crate::fleet::{
-    self, Adoption, AdoptionStep, FleetInput, FleetResults, TenantRecord, TenantState,
+    self, Adoption, AdoptionStep, FleetInput, FleetResults, TenantIndex, TenantRecord, TenantState,
 };
 use crate::graph::{ErrorClass, Target};
 use crate::ownership::{self, TenantKey};
@@ -94,9 +94,7 @@ pub struct ClusterContext {
     policies_listed: AtomicBool,
     secrets_listed: AtomicBool,
     results: Mutex<FleetResults>,
-    /// Secret names per tenant, learned from the Secrets' data, to map a
-    /// namespaced policy to the Secrets of its tenant.
-    tenants: Mutex<HashMap<TenantKey, BTreeSet<String>>>,
+    tenants: Mutex<TenantIndex>,
     /// Whether a namespaced policy named each tenant at the last check.
     overrides: Mutex<HashMap<TenantKey, bool>>,
     failures: Mutex<HashMap<String, u32>>,
@@ -328,7 +326,7 @@ pub async fn reconcile_tenant(
     let state = tenant_state(&outcome);
     let synced = outcome.observed().map(|_| jiff::Timestamp::now());
 
-    let failures = context.record_failure(&name, &outcome);
+    let failures = context.record_failure(&name, matches!(outcome, Outcome::Failed { .. }));
     context.shared.metrics.reconciled(outcome.reason());
     log_outcome(&name, tenant.as_deref(), manager, &outcome);
     let previous = context.record_selection(&name, tenant.clone(), &selecting, state, synced);
@@ -439,13 +437,7 @@ async fn restore_tenant(
 ) -> Result<Action, Error> {
     let name = secret.name_any();
     let result = write_back(context, target, setting).await;
-    let failures = context.record_failure(
-        &name,
-        &match &result {
-            Ok(_) => Outcome::Suspended,
-            Err(failure) => failed(failure.clone()),
-        },
-    );
+    let failures = context.record_failure(&name, result.is_err());
     let regarding = context.event_target(policy, secret);
     match result {
         Ok(note) => {
@@ -495,6 +487,7 @@ async fn write_back(
     let target = target?;
     let graph = &context.shared.graph;
     let body = restore::restore_body(setting);
+    let source_left_out = body.source_left_out;
     graph
         .patch_raw(&target, body.body)
         .await
@@ -517,10 +510,17 @@ async fn write_back(
             class: ErrorClass::Transient,
         });
     }
-    Ok(format!(
+    let mut note = format!(
         "tenant {} left the policy; wrote back the adopted setting {described} and read it back",
         target.tenant_id
-    ))
+    );
+    if source_left_out {
+        note.push_str(
+            "; the adopted source was null, which cannot be written, so the tenant keeps its \
+             current source",
+        );
+    }
+    Ok(note)
 }
 
 /// Describes a failed annotation patch for the fleet status. Nothing was
@@ -777,17 +777,10 @@ impl ClusterContext {
     /// namespaced policy that overrides it, if any.
     fn override_of(&self, secret: &str, target: &Target) -> Option<String> {
         let key = ownership::key_of(target.cloud, &target.tenant_id);
-        let mut tenants = self.tenants.lock().expect("tenant index lock poisoned");
-        for (other, secrets) in tenants.iter_mut() {
-            if *other != key {
-                secrets.remove(secret);
-            }
-        }
-        tenants
-            .entry(key.clone())
-            .or_default()
-            .insert(secret.to_string());
-        drop(tenants);
+        self.tenants
+            .lock()
+            .expect("tenant index lock poisoned")
+            .set(secret, key.clone());
         let overriding = self.shared.overriding_policy(&key);
         self.overrides
             .lock()
@@ -808,11 +801,13 @@ impl ClusterContext {
         if before == Some(now) {
             return Vec::new();
         }
-        let tenants = self.tenants.lock().expect("tenant index lock poisoned");
-        tenants
-            .get(key)
-            .into_iter()
-            .flatten()
+        let secrets = self
+            .tenants
+            .lock()
+            .expect("tenant index lock poisoned")
+            .secrets(key);
+        secrets
+            .iter()
             .map(|name| ObjectRef::new(name).within(&self.namespace))
             .collect()
     }
@@ -875,14 +870,10 @@ impl ClusterContext {
             .lock()
             .expect("results lock poisoned")
             .forget_secret(&name);
-        for secrets in self
-            .tenants
+        self.tenants
             .lock()
             .expect("tenant index lock poisoned")
-            .values_mut()
-        {
-            secrets.remove(&name);
-        }
+            .remove(&name);
         self.reset_failures(&name);
         self.forget_write(&name);
     }
@@ -938,9 +929,11 @@ impl ClusterContext {
         self.record(secret, records)
     }
 
-    fn record_failure(&self, secret: &str, outcome: &Outcome) -> u32 {
+    /// Updates the count of consecutive failed passes of `secret` and
+    /// returns it.
+    fn record_failure(&self, secret: &str, failed: bool) -> u32 {
         let mut failures = self.failures.lock().expect("failure map lock poisoned");
-        if matches!(outcome, Outcome::Failed { .. }) {
+        if failed {
             let count = failures.entry(secret.to_string()).or_default();
             *count += 1;
             *count

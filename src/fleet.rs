@@ -3,7 +3,7 @@
 //! happens to the recorded adopted setting, the per-tenant results kept in
 //! memory, and the fleet status built from them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
@@ -15,6 +15,7 @@ use crate::cluster_policy::{
     TenantConflict,
 };
 use crate::conditions::{self, READY, RECONCILING, STALLED, SYNCED, reason};
+use crate::ownership::TenantKey;
 use crate::policy::{DeletionPolicy, ManagementPolicy, ObservedStatus};
 
 /// Maximum length of a message in `status.failingTenants`, so that 50
@@ -235,6 +236,54 @@ impl FleetResults {
         self.tenants(policy)
             .map(|tenants| tenants.keys().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// Secret names per tenant and the tenant of each Secret, learned from the
+/// Secrets' data, to map a namespaced policy to the Secrets of its tenant.
+#[derive(Debug, Default)]
+pub struct TenantIndex {
+    by_tenant: HashMap<TenantKey, BTreeSet<String>>,
+    by_secret: HashMap<String, TenantKey>,
+}
+
+impl TenantIndex {
+    /// Records that `secret` names the tenant `key`, replacing the tenant
+    /// it named before.
+    pub fn set(&mut self, secret: &str, key: TenantKey) {
+        if let Some(old) = self.by_secret.insert(secret.to_string(), key.clone())
+            && old != key
+        {
+            self.remove_from(&old, secret);
+        }
+        self.by_tenant
+            .entry(key)
+            .or_default()
+            .insert(secret.to_string());
+    }
+
+    /// Forgets a deleted Secret.
+    pub fn remove(&mut self, secret: &str) {
+        if let Some(old) = self.by_secret.remove(secret) {
+            self.remove_from(&old, secret);
+        }
+    }
+
+    /// Returns the Secrets that name the tenant `key`.
+    pub fn secrets(&self, key: &TenantKey) -> Vec<String> {
+        self.by_tenant
+            .get(key)
+            .map(|secrets| secrets.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn remove_from(&mut self, key: &TenantKey, secret: &str) {
+        if let Some(secrets) = self.by_tenant.get_mut(key) {
+            secrets.remove(secret);
+            if secrets.is_empty() {
+                self.by_tenant.remove(key);
+            }
+        }
     }
 }
 

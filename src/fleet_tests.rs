@@ -382,3 +382,20 @@ fn older_generation_records_are_pending() {
     assert_eq!(ready.reason, reason::TENANTS_PENDING);
     assert!(ready.message.starts_with("2 of 3"), "{}", ready.message);
 }
+
+#[test]
+fn tenant_index_follows_secret_changes() {
+    let contoso = crate::ownership::key_of(crate::graph::Cloud::Global, "Contoso.com");
+    let fabrikam = crate::ownership::key_of(crate::graph::Cloud::Global, "fabrikam.com");
+    let mut index = TenantIndex::default();
+    index.set("a", contoso.clone());
+    index.set("b", contoso.clone());
+    assert_eq!(index.secrets(&contoso), ["a", "b"]);
+    index.set("a", fabrikam.clone());
+    assert_eq!(index.secrets(&contoso), ["b"]);
+    assert_eq!(index.secrets(&fabrikam), ["a"]);
+    index.remove("b");
+    assert!(index.secrets(&contoso).is_empty());
+    index.remove("missing");
+    assert_eq!(index.secrets(&fabrikam), ["a"]);
+}
