@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller, Error as ControllerError};
@@ -30,10 +29,10 @@ use crate::cluster_policy::{
     ADOPTED_SETTING_ANNOTATION, ClusterPhotoUpdatePolicy, ClusterPhotoUpdatePolicyStatus,
 };
 use crate::conditions::{self, reason};
-use crate::controller::{Context, MANAGER};
+use crate::controller::Context;
 use crate::credentials::{self, FEDERATED_TOKEN_FILE_VAR};
 use crate::fleet::{
-    self, Adoption, AdoptionStep, FleetInput, FleetResults, TenantIndex, TenantRecord, TenantState,
+    self, Adoption, AdoptionStep, FleetResults, TenantIndex, TenantRecord, TenantState,
 };
 use crate::graph::{ErrorClass, Target};
 use crate::ownership::{self, TenantKey};
@@ -54,15 +53,6 @@ pub struct ClusterOptions {
     pub concurrency: u16,
 }
 
-/// Wait after a change before the fleet statuses are rebuilt, so that a
-/// burst of tenant results becomes one status write per policy.
-const STATUS_DEBOUNCE: Duration = Duration::from_secs(1);
-/// Interval of status rebuilds while nothing changes. It bounds how long
-/// a new or changed Secret takes to show in the selected count.
-const STATUS_REFRESH: Duration = Duration::from_secs(30);
-/// Age of `lastSyncTime` after which a status that did not otherwise
-/// change is written again to renew it.
-const LAST_SYNC_RENEWAL: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 /// Events per cluster policy per [`EVENT_WINDOW`]; more are dropped, and
 /// counted in the operator's metrics.
 const EVENTS_PER_WINDOW: u32 = 30;
@@ -70,6 +60,8 @@ const EVENT_WINDOW: Duration = Duration::from_secs(60);
 /// How long a written setting may take to show up before it is written
 /// again.
 const WRITE_PENDING_WINDOW: Duration = Duration::from_secs(120);
+
+mod status;
 
 type SecretMeta = PartialObjectMeta<Secret>;
 
@@ -188,7 +180,7 @@ pub async fn run(shared: Arc<Context>, options: ClusterOptions) {
         futures::stream::iter(override_context.secrets_for_override_change(&key))
     });
 
-    let status_task = tokio::spawn(write_statuses(context.clone()));
+    let status_task = tokio::spawn(status::write_statuses(context.clone()));
     let mapper_context = context.clone();
     info!(
         namespace = %options.credentials_namespace,
@@ -1032,120 +1024,5 @@ impl ClusterContext {
         }
         entry.1 += 1;
         entry.1 <= EVENTS_PER_WINDOW
-    }
-}
-
-/// Rebuilds the fleet status of every cluster policy after changes
-/// (debounced) and at least every [`STATUS_REFRESH`], writing only those
-/// that changed.
-async fn write_statuses(context: Arc<ClusterContext>) {
-    loop {
-        tokio::select! {
-            _ = context.changed.notified() => {}
-            _ = tokio::time::sleep(STATUS_REFRESH) => {}
-        }
-        tokio::time::sleep(STATUS_DEBOUNCE).await;
-        if !context.caches_listed() {
-            continue;
-        }
-        for policy in context.policies.state() {
-            if let Err(error) = write_fleet_status(&context, &policy).await {
-                warn!(
-                    policy = %policy.name_any(),
-                    error = %reconcile::error_chain(&error),
-                    "failed to write the fleet status"
-                );
-            }
-        }
-    }
-}
-
-async fn write_fleet_status(
-    context: &ClusterContext,
-    policy: &ClusterPhotoUpdatePolicy,
-) -> Result<(), kube::Error> {
-    let name = policy.name_any();
-    let uid = policy.uid().unwrap_or_default();
-    let selector = fleet::selector(policy);
-    let invalid_spec = match (&selector, policy.spec.desired()) {
-        (Err(problem), _) => Some(problem.clone()),
-        (_, Err(error)) => Some(error.to_string()),
-        _ => None,
-    };
-    let selected = match &selector {
-        Ok(_) => context
-            .secrets
-            .state()
-            .iter()
-            .filter(|secret| fleet::selects(policy, secret.labels()))
-            .count(),
-        Err(_) => 0,
-    };
-    let previous = context
-        .written
-        .lock()
-        .expect("status lock poisoned")
-        .get(&uid)
-        .cloned()
-        .or_else(|| policy.status.clone());
-    let status = {
-        let results = context.results.lock().expect("results lock poisoned");
-        let input = FleetInput {
-            generation: policy.metadata.generation,
-            selected,
-            mode: policy.spec.management_policy,
-            suspended: policy.spec.suspend,
-            invalid_spec,
-            records: results.tenants(&name),
-        };
-        context.shared.metrics.fleet(
-            &name,
-            &fleet::count(input.records, input.generation),
-            selected,
-        );
-        fleet::build_fleet_status(previous.as_ref(), &input, &Time(jiff::Timestamp::now()))
-    };
-    if !needs_write(previous.as_ref(), &status) {
-        return Ok(());
-    }
-    let api: Api<ClusterPhotoUpdatePolicy> = Api::all(context.shared.client.clone());
-    let body = json!({
-        "apiVersion": "photopolicy.io/v1alpha1",
-        "kind": "ClusterPhotoUpdatePolicy",
-        "status": status,
-    });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
-    context
-        .written
-        .lock()
-        .expect("status lock poisoned")
-        .insert(uid, status);
-    Ok(())
-}
-
-/// Reports whether the built status differs from the last one written,
-/// apart from a `lastSyncTime` renewed less than a minute ago.
-fn needs_write(
-    previous: Option<&ClusterPhotoUpdatePolicyStatus>,
-    status: &ClusterPhotoUpdatePolicyStatus,
-) -> bool {
-    let Some(previous) = previous else {
-        return true;
-    };
-    let without_time = |s: &ClusterPhotoUpdatePolicyStatus| ClusterPhotoUpdatePolicyStatus {
-        last_sync_time: None,
-        ..s.clone()
-    };
-    if without_time(previous) != without_time(status) {
-        return true;
-    }
-    match (&previous.last_sync_time, &status.last_sync_time) {
-        (Some(before), Some(now)) => now.0.duration_since(before.0) >= LAST_SYNC_RENEWAL,
-        (before, now) => before != now,
     }
 }
