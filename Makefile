@@ -29,11 +29,12 @@ lint:
 demo:
 	bash scripts/demo.sh
 
-## Regenerate the CRD from the Rust types.
+## Regenerate the CRDs from the Rust types.
 crds:
-	$(CARGO) run --quiet --bin photo-policy-operator -- crd > crds/photoupdatepolicies.yaml
-	cp crds/photoupdatepolicies.yaml deploy/kustomize/base/crd.yaml
-	cp crds/photoupdatepolicies.yaml deploy/helm/photo-policy-operator/crds/photoupdatepolicies.yaml
+	$(CARGO) run --quiet --bin photo-policy-operator -- crd > deploy/kustomize/base/crd.yaml
+	awk '/^---$$/{n++; next} n==0' deploy/kustomize/base/crd.yaml > crds/photoupdatepolicies.yaml
+	awk '/^---$$/{n++; next} n==1' deploy/kustomize/base/crd.yaml > crds/clusterphotoupdatepolicies.yaml
+	cp crds/photoupdatepolicies.yaml crds/clusterphotoupdatepolicies.yaml deploy/helm/photo-policy-operator/crds/
 
 ## Build (or reuse) kube-apiserver, etcd and kubectl.
 apiserver:

@@ -56,6 +56,19 @@ pub mod reason {
     pub const RESTORE_FAILED: &str = "RestoreFailed";
     /// The first pass over a policy has started and has not ended yet.
     pub const PROGRESSING: &str = "Progressing";
+    /// A tenant credential Secret selected by a ClusterPhotoUpdatePolicy
+    /// has a key with an invalid value, such as a tenantId that is not a
+    /// GUID or domain name.
+    pub const INVALID_TENANT_SECRET: &str = "InvalidTenantSecret";
+    /// A namespaced PhotoUpdatePolicy names a tenant that a
+    /// ClusterPhotoUpdatePolicy selects; the namespaced policy manages it.
+    pub const OVERRIDDEN: &str = "Overridden";
+    /// Some tenants selected by a ClusterPhotoUpdatePolicy have not been
+    /// read yet.
+    pub const TENANTS_PENDING: &str = "TenantsPending";
+    /// The last pass of at least one tenant of a ClusterPhotoUpdatePolicy
+    /// failed; status.failingTenants lists them.
+    pub const TENANTS_FAILING: &str = "TenantsFailing";
     /// The Kubernetes API server failed a request the operator needed.
     pub const KUBERNETES_ERROR: &str = "KubernetesError";
 }

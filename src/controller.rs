@@ -2,6 +2,7 @@
 //! and Events. Graph details live in `graph` and `reconcile`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,11 @@ pub struct Context {
     /// Settings written per policy and when, to avoid writing twice while
     /// Graph reads catch up.
     pending_writes: Mutex<HashMap<ObjectRef<PhotoUpdatePolicy>, (DesiredSettings, Instant)>>,
+    /// True once the policy cache has its initial list.
+    policies_listed: AtomicBool,
+    /// Receives the tenant of every namespaced policy event, so that the
+    /// cluster policy controller notices overrides that start or end.
+    tenant_events: OnceLock<futures::channel::mpsc::UnboundedSender<ownership::TenantKey>>,
 }
 
 impl Context {
@@ -90,7 +96,44 @@ impl Context {
             store: OnceLock::new(),
             failures: Mutex::default(),
             pending_writes: Mutex::default(),
+            policies_listed: AtomicBool::new(false),
+            tenant_events: OnceLock::new(),
         }
+    }
+
+    /// Reports whether the namespaced policy cache has its initial list.
+    pub fn policies_listed(&self) -> bool {
+        self.policies_listed.load(Ordering::Acquire)
+    }
+
+    /// Sends the tenant of each namespaced policy event to `sender` from now
+    /// on. Only the first call has an effect.
+    pub fn send_tenant_events(
+        &self,
+        sender: futures::channel::mpsc::UnboundedSender<ownership::TenantKey>,
+    ) {
+        let _ = self.tenant_events.set(sender);
+    }
+
+    /// Returns `namespace/name` of a namespaced policy (live or being
+    /// deleted) that names the tenant, which then wins over any cluster
+    /// policy. The oldest one when there are several.
+    pub fn overriding_policy(&self, key: &ownership::TenantKey) -> Option<String> {
+        let store = self.store.get()?;
+        let all = store.state();
+        let mut naming: Vec<&PhotoUpdatePolicy> = all
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|policy| &ownership::tenant_key(policy) == key)
+            .collect();
+        naming.sort_by_key(|policy| policy.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        naming.first().map(|policy| {
+            format!(
+                "{}/{}",
+                policy.namespace().unwrap_or_default(),
+                policy.name_any()
+            )
+        })
     }
 }
 
@@ -112,6 +155,7 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
     let (heirs_tx, heirs_rx) = futures::channel::mpsc::unbounded();
     let deleted = move |policy: &PhotoUpdatePolicy| {
         forget_context.forget(policy);
+        forget_context.send_tenant_event(policy);
         for heir in forget_context.same_tenant(policy) {
             let _ = heirs_tx.unbounded_send(heir);
         }
@@ -120,7 +164,7 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
     // no Delete event for a policy deleted while the watch was down, so the
     // policies cached before the relist are compared with those after it.
     let relist_store = reader.clone();
-    let ready_metrics = context.metrics.clone();
+    let watch_context = context.clone();
     let mut before_relist = Vec::new();
     // Status writes do not change metadata.generation, so filtering on it
     // (and on annotations) keeps the operator's own writes from triggering
@@ -143,10 +187,14 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
                     deleted(deleted_policy);
                 }
                 before_relist.clear();
+                watch_context.policies_listed.store(true, Ordering::Release);
                 // NOTE: a second `Store::wait_until_ready` waiter next to
                 // the controller's own was never woken in kube-runtime 5.0,
                 // so readiness is taken from the watch itself.
-                ready_metrics.set_ready();
+                watch_context.metrics.set_ready();
+            }
+            Ok(watcher::Event::Apply(policy) | watcher::Event::InitApply(policy)) => {
+                watch_context.send_tenant_event(policy);
             }
             _ => {}
         })
@@ -798,6 +846,12 @@ impl Context {
             .filter(|other| ownership::tenant_key(other) == key)
             .map(|other| ObjectRef::from_obj(other.as_ref()))
             .collect()
+    }
+
+    fn send_tenant_event(&self, policy: &PhotoUpdatePolicy) {
+        if let Some(sender) = self.tenant_events.get() {
+            let _ = sender.unbounded_send(ownership::tenant_key(policy));
+        }
     }
 
     /// Drops what is kept about a deleted policy.

@@ -226,6 +226,130 @@ fn workload_identity(
     })
 }
 
+/// Data keys of a tenant credential Secret, the input of a
+/// ClusterPhotoUpdatePolicy: one Secret per tenant.
+pub mod tenant_keys {
+    /// Tenant ID (a GUID) or verified domain name. Required.
+    pub const TENANT_ID: &str = "tenantId";
+    /// Application (client) ID, a GUID. Required.
+    pub const CLIENT_ID: &str = "clientId";
+    /// Global (default), USGovernment, USGovernmentDoD or China. Optional.
+    pub const CLOUD: &str = "cloud";
+    /// ClientSecret (default), ClientCertificate or WorkloadIdentity.
+    /// Optional.
+    pub const CREDENTIAL_TYPE: &str = "credentialType";
+    /// The client secret, for ClientSecret.
+    pub const CLIENT_SECRET: &str = crate::policy::DEFAULT_SECRET_KEY;
+}
+
+/// Builds the Graph target from a tenant credential Secret: the keys in
+/// [`tenant_keys`], and the credential under `clientSecret`, or `tls.crt`
+/// and `tls.key`, or none for WorkloadIdentity. Messages name the Secret
+/// and key, never a value.
+pub fn tenant_target(
+    secret: &Secret,
+    namespace: &str,
+    name: &str,
+    token_file: Option<OsString>,
+) -> Result<Target, Failure> {
+    let invalid = |problem: String| {
+        Failure::permanent(
+            reason::INVALID_TENANT_SECRET,
+            format!("Secret {namespace}/{name} {problem}"),
+        )
+    };
+    let text = |key: &str| {
+        secret_value(secret, key).map_err(|problem| key_missing(namespace, name, &problem))
+    };
+    let tenant_id = text(tenant_keys::TENANT_ID)?.expose().to_string();
+    if !is_tenant_id(&tenant_id) {
+        return Err(invalid(format!(
+            "key {:?} is not a tenant ID (a GUID) or a verified domain name",
+            tenant_keys::TENANT_ID
+        )));
+    }
+    let client_id = text(tenant_keys::CLIENT_ID)?.expose().to_string();
+    if !crate::settings::is_guid(&client_id) {
+        return Err(invalid(format!(
+            "key {:?} is not an application (client) ID, a GUID",
+            tenant_keys::CLIENT_ID
+        )));
+    }
+    let cloud = match optional_text(secret, tenant_keys::CLOUD) {
+        None => graph::Cloud::default(),
+        Some(value) => serde_json::from_value(serde_json::Value::String(value)).map_err(|_| {
+            invalid(format!(
+                "key {:?} must be Global, USGovernment, USGovernmentDoD or China",
+                tenant_keys::CLOUD
+            ))
+        })?,
+    };
+    let kind = match optional_text(secret, tenant_keys::CREDENTIAL_TYPE) {
+        None => CredentialType::ClientSecret,
+        Some(value) => serde_json::from_value(serde_json::Value::String(value)).map_err(|_| {
+            invalid(format!(
+                "key {:?} must be ClientSecret, ClientCertificate or WorkloadIdentity",
+                tenant_keys::CREDENTIAL_TYPE
+            ))
+        })?,
+    };
+    let credential = match kind {
+        CredentialType::ClientSecret => Credential::ClientSecret(text(tenant_keys::CLIENT_SECRET)?),
+        CredentialType::ClientCertificate => client_certificate(secret, namespace, name)?,
+        CredentialType::WorkloadIdentity => {
+            let credentials = Credentials {
+                kind,
+                client_id: client_id.clone(),
+                secret_ref: None,
+            };
+            workload_identity(&credentials, token_file)?
+        }
+    };
+    Ok(Target {
+        cloud,
+        tenant_id,
+        client_id,
+        credential,
+    })
+}
+
+/// Returns the tenant ID a tenant credential Secret names, when it is a
+/// valid one.
+pub fn secret_tenant_id(secret: &Secret) -> Option<String> {
+    optional_text(secret, tenant_keys::TENANT_ID).filter(|id| is_tenant_id(id))
+}
+
+/// Returns the trimmed value of an optional non-secret key.
+fn optional_text(secret: &Secret, key: &str) -> Option<String> {
+    secret_value(secret, key)
+        .ok()
+        .map(|value| value.expose().to_string())
+}
+
+/// Reports whether `value` is a GUID or a DNS name of two or more labels,
+/// the same forms that `spec.tenantId` of a PhotoUpdatePolicy accepts.
+fn is_tenant_id(value: &str) -> bool {
+    if crate::settings::is_guid(value) {
+        return true;
+    }
+    let labels: Vec<&str> = value.split('.').collect();
+    let label_ok = |label: &&str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let top = labels.last().copied().unwrap_or_default();
+    value.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(label_ok)
+        && top.len() >= 2
+        && top.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -440,5 +564,117 @@ mod tests {
             failure.message,
             "credentials.secretRef is required when credentials.type is ClientCertificate"
         );
+    }
+
+    fn tenant_failure(entries: &[(&str, &str)]) -> Failure {
+        tenant_target(&secret(entries), "tenants", "contoso", None).unwrap_err()
+    }
+
+    #[test]
+    fn tenant_secret_with_client_secret() {
+        let target = tenant_target(
+            &secret(&[
+                ("tenantId", "contoso.onmicrosoft.com\n"),
+                ("clientId", "11111111-2222-3333-4444-555555555555"),
+                ("cloud", "USGovernment"),
+                ("clientSecret", "s3cret"),
+            ]),
+            "tenants",
+            "contoso",
+            None,
+        )
+        .unwrap();
+        assert_eq!(target.tenant_id, "contoso.onmicrosoft.com");
+        assert_eq!(target.client_id, "11111111-2222-3333-4444-555555555555");
+        assert_eq!(target.cloud, graph::Cloud::USGovernment);
+        let Credential::ClientSecret(value) = target.credential else {
+            panic!("expected a client secret");
+        };
+        assert_eq!(value.expose(), "s3cret");
+    }
+
+    #[test]
+    fn tenant_secret_problems_name_the_key() {
+        let client = ("clientId", "11111111-2222-3333-4444-555555555555");
+        // Secret data, expected reason, expected start of the message.
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                vec![client, ("clientSecret", "s3cret")],
+                reason::SECRET_KEY_MISSING,
+                "Secret tenants/contoso has no key \"tenantId\"",
+            ),
+            (
+                vec![
+                    ("tenantId", "not a tenant"),
+                    client,
+                    ("clientSecret", "s3cret"),
+                ],
+                reason::INVALID_TENANT_SECRET,
+                "Secret tenants/contoso key \"tenantId\" is not a tenant ID",
+            ),
+            (
+                vec![
+                    ("tenantId", "contoso.com"),
+                    ("clientId", "app"),
+                    ("clientSecret", "x"),
+                ],
+                reason::INVALID_TENANT_SECRET,
+                "Secret tenants/contoso key \"clientId\" is not an application",
+            ),
+            (
+                vec![("tenantId", "contoso.com"), client],
+                reason::SECRET_KEY_MISSING,
+                "Secret tenants/contoso has no key \"clientSecret\"",
+            ),
+            (
+                vec![
+                    ("tenantId", "contoso.com"),
+                    client,
+                    ("cloud", "Mars"),
+                    ("clientSecret", "x"),
+                ],
+                reason::INVALID_TENANT_SECRET,
+                "Secret tenants/contoso key \"cloud\" must be Global",
+            ),
+            (
+                vec![
+                    ("tenantId", "contoso.com"),
+                    client,
+                    ("credentialType", "Password"),
+                ],
+                reason::INVALID_TENANT_SECRET,
+                "Secret tenants/contoso key \"credentialType\" must be ClientSecret",
+            ),
+            (
+                vec![
+                    ("tenantId", "contoso.com"),
+                    client,
+                    ("credentialType", "ClientCertificate"),
+                ],
+                reason::SECRET_KEY_MISSING,
+                "Secret tenants/contoso has no key \"tls.crt\"",
+            ),
+        ];
+        for (entries, expected_reason, expected_message) in cases {
+            let failure = tenant_failure(&entries);
+            assert_eq!(failure.reason, expected_reason, "{entries:?}");
+            assert!(
+                failure.message.starts_with(expected_message),
+                "{entries:?}: {}",
+                failure.message
+            );
+            assert!(!failure.message.contains("s3cret"), "{}", failure.message);
+        }
+    }
+
+    #[test]
+    fn tenant_ids_accepted_and_rejected() {
+        assert!(is_tenant_id("72f988bf-86f1-41af-91ab-2d7cd011db47"));
+        assert!(is_tenant_id("contoso.onmicrosoft.com"));
+        assert!(!is_tenant_id("contoso"));
+        assert!(!is_tenant_id("contoso..com"));
+        assert!(!is_tenant_id("-contoso.com"));
+        assert!(!is_tenant_id("contoso.c0m"));
     }
 }

@@ -1,9 +1,12 @@
 //! Keeps the Microsoft 365 profile photo update settings of each tenant in
 //! line with a `PhotoUpdatePolicy` custom resource.
 
+pub mod cluster_controller;
+pub mod cluster_policy;
 pub mod conditions;
 pub mod controller;
 pub mod credentials;
+pub mod fleet;
 pub mod graph;
 pub mod leader;
 pub mod metrics;

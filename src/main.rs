@@ -5,6 +5,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt;
+use photo_policy_operator::cluster_controller::{self, ClusterOptions};
+use photo_policy_operator::cluster_policy::ClusterPhotoUpdatePolicy;
 use photo_policy_operator::controller::{self, Context};
 use photo_policy_operator::graph::{
     EndpointOverrides, GraphClient, GraphClientOptions, RequestObserver,
@@ -30,7 +32,8 @@ enum Command {
     /// Run the controller: watch PhotoUpdatePolicy resources and keep each
     /// tenant in line. Uses the in-cluster service account, or KUBECONFIG.
     Run(RunArgs),
-    /// Print the PhotoUpdatePolicy CustomResourceDefinition as YAML.
+    /// Print the PhotoUpdatePolicy and ClusterPhotoUpdatePolicy
+    /// CustomResourceDefinitions as YAML documents.
     Crd,
     /// Show what would change for the policies in a file, without writing.
     /// Exits 0 when every tenant is in sync, 2 when a tenant would change,
@@ -97,6 +100,16 @@ struct RunArgs {
     /// Name of the Lease.
     #[arg(long, default_value = "photo-policy-operator", value_name = "NAME")]
     leader_election_id: String,
+    /// Namespace of the tenant credential Secrets that
+    /// ClusterPhotoUpdatePolicy resources select. Without it, cluster
+    /// policies are not served at all.
+    #[arg(long, env = "PPO_CREDENTIALS_NAMESPACE", value_name = "NS")]
+    credentials_namespace: Option<String>,
+    /// Serve only the ClusterPhotoUpdatePolicy resources with these labels
+    /// (a label selector such as shard=eu), so that several operators can
+    /// split them. Default: all.
+    #[arg(long, value_name = "SELECTOR")]
+    cluster_policy_selector: Option<String>,
 }
 
 #[derive(Args)]
@@ -130,6 +143,10 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Crd => {
             print!("{}", serde_yaml::to_string(&PhotoUpdatePolicy::crd())?);
+            print!(
+                "---\n{}",
+                serde_yaml::to_string(&ClusterPhotoUpdatePolicy::crd())?
+            );
             Ok(0)
         }
         Command::Run(args) => {
@@ -181,12 +198,29 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         namespace = args.namespace.as_deref().unwrap_or("*"),
         "starting controller"
     );
-    controller::run(
-        Arc::new(Context::new(client, graph, metrics)),
+    let context = Arc::new(Context::new(client, graph, metrics));
+    let namespaced = controller::run(
+        context.clone(),
         args.namespace,
         args.max_concurrent_reconciles,
-    )
-    .await;
+    );
+    match args.credentials_namespace {
+        Some(credentials_namespace) => {
+            let options = ClusterOptions {
+                credentials_namespace,
+                policy_selector: args.cluster_policy_selector,
+                concurrency: args.max_concurrent_reconciles,
+            };
+            tokio::join!(namespaced, cluster_controller::run(context, options));
+        }
+        None => {
+            info!(
+                "ClusterPhotoUpdatePolicy resources are not served: --credentials-namespace \
+                 is not set"
+            );
+            namespaced.await;
+        }
+    }
     info!("controller stopped");
 
     if let (Some(elector), Some(keeper)) = (elector, keeper) {

@@ -30,6 +30,13 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FleetLabels {
+    policy: String,
+    /// selected, in_sync, drifted, failing, overridden or conflicting.
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabels {
     namespace: String,
     name: String,
@@ -45,8 +52,20 @@ pub struct Metrics {
     token_requests: Family<RequestLabels, Counter>,
     drift_corrections: Counter,
     last_sync: Family<PolicyLabels, Gauge>,
+    fleet_tenants: Family<FleetLabels, Gauge>,
+    events_dropped: Counter,
     ready: AtomicBool,
 }
+
+/// Tenant states counted per ClusterPhotoUpdatePolicy.
+const FLEET_STATES: [&str; 6] = [
+    "selected",
+    "in_sync",
+    "drifted",
+    "failing",
+    "overridden",
+    "conflicting",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -87,6 +106,19 @@ impl Metrics {
             "Unix time of the last successful read of each policy's tenant",
             last_sync.clone(),
         );
+        let fleet_tenants = Family::<FleetLabels, Gauge>::default();
+        registry.register(
+            "cluster_policy_tenants",
+            "Tenants of each ClusterPhotoUpdatePolicy by state, as in its status counts",
+            fleet_tenants.clone(),
+        );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Events about cluster policy tenants not published because a policy reached \
+             its limit per minute",
+            events_dropped.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -94,6 +126,8 @@ impl Metrics {
             token_requests,
             drift_corrections,
             last_sync,
+            fleet_tenants,
+            events_dropped,
             ready: AtomicBool::new(false),
         }
     }
@@ -122,6 +156,40 @@ impl Metrics {
     /// Drops the series of a deleted policy.
     pub fn forget(&self, namespace: &str, name: &str) {
         self.last_sync.remove(&policy_labels(namespace, name));
+    }
+
+    /// Sets the tenant counts of a cluster policy.
+    pub fn fleet(&self, policy: &str, counts: &crate::fleet::Counts, selected: usize) {
+        let values = [
+            selected,
+            counts.in_sync,
+            counts.drifted,
+            counts.failing,
+            counts.overridden,
+            counts.conflicting,
+        ];
+        for (state, value) in FLEET_STATES.into_iter().zip(values) {
+            let labels = FleetLabels {
+                policy: policy.to_string(),
+                state,
+            };
+            self.fleet_tenants.get_or_create(&labels).set(value as i64);
+        }
+    }
+
+    /// Drops the series of a deleted cluster policy.
+    pub fn forget_cluster_policy(&self, policy: &str) {
+        for state in FLEET_STATES {
+            self.fleet_tenants.remove(&FleetLabels {
+                policy: policy.to_string(),
+                state,
+            });
+        }
+    }
+
+    /// Counts one Event dropped by the per-policy limit.
+    pub fn event_dropped(&self) {
+        self.events_dropped.inc();
     }
 
     /// Marks the operator ready: its caches are filled.

@@ -7,14 +7,19 @@ use kube::ResourceExt;
 use crate::graph::Cloud;
 use crate::policy::PhotoUpdatePolicy;
 
+/// A tenant's cloud and its ID in lowercase.
+pub type TenantKey = (Cloud, String);
+
 /// Identifies a tenant for ownership: its cloud and its ID in lowercase.
 /// A tenant named once by GUID and once by domain name is not recognized
 /// as the same tenant.
-pub fn tenant_key(policy: &PhotoUpdatePolicy) -> (Cloud, String) {
-    (
-        policy.spec.cloud,
-        policy.spec.tenant_id.to_ascii_lowercase(),
-    )
+pub fn tenant_key(policy: &PhotoUpdatePolicy) -> TenantKey {
+    key_of(policy.spec.cloud, &policy.spec.tenant_id)
+}
+
+/// Builds the [`TenantKey`] of a tenant ID in a cloud.
+pub fn key_of(cloud: Cloud, tenant_id: &str) -> TenantKey {
+    (cloud, tenant_id.to_ascii_lowercase())
 }
 
 /// Orders policies by age: creation time, then namespace and name, so

@@ -174,12 +174,12 @@ pub struct PhotoUpdatePolicySpec {
 /// minutes to 30 days. The upper bound also keeps `duration()` clear of its
 /// overflow at about 2562047h, where the API server and offline validation
 /// would disagree.
-const SYNC_INTERVAL_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('5m') && duration(self) <= duration('720h')";
+pub(crate) const SYNC_INTERVAL_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('5m') && duration(self) <= duration('720h')";
 
 /// CEL rule for a tenant ID: a GUID, or a DNS name with at least two labels.
 const TENANT_ID_RULE: &str = "self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$') || self.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\\\\.)+[a-zA-Z]{2,63}$')";
 
-fn default_sync_interval() -> kube::core::Duration {
+pub(crate) fn default_sync_interval() -> kube::core::Duration {
     std::time::Duration::from_secs(3600).into()
 }
 
@@ -398,23 +398,30 @@ pub enum SpecError {
     RolesWithOnPremises,
 }
 
+/// Normalizes the `source` and `allowedRoles` fields that both policy kinds
+/// declare.
+pub(crate) fn desired_settings(
+    source: &str,
+    allowed_roles: &[RoleRef],
+) -> Result<DesiredSettings, SpecError> {
+    let parsed = Source::parse(source).ok_or_else(|| SpecError::InvalidSource(source.into()))?;
+    let allowed_roles = allowed_roles
+        .iter()
+        .map(|role| resolve_role(&role.0))
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    if parsed == Source::OnPremises && !allowed_roles.is_empty() {
+        return Err(SpecError::RolesWithOnPremises);
+    }
+    Ok(DesiredSettings {
+        source: parsed,
+        allowed_roles,
+    })
+}
+
 impl PhotoUpdatePolicySpec {
     /// Returns the normalized setting this spec declares.
     pub fn desired(&self) -> Result<DesiredSettings, SpecError> {
-        let source = Source::parse(&self.source)
-            .ok_or_else(|| SpecError::InvalidSource(self.source.clone()))?;
-        let allowed_roles = self
-            .allowed_roles
-            .iter()
-            .map(|role| resolve_role(&role.0))
-            .collect::<Result<BTreeSet<_>, _>>()?;
-        if source == Source::OnPremises && !allowed_roles.is_empty() {
-            return Err(SpecError::RolesWithOnPremises);
-        }
-        Ok(DesiredSettings {
-            source,
-            allowed_roles,
-        })
+        desired_settings(&self.source, &self.allowed_roles)
     }
 
     /// Returns the sync interval as a std duration, raised to the minimum.

@@ -185,18 +185,22 @@ async fn remote_plain_http_endpoint_refused() {
 }
 
 #[test]
-fn crd_command_prints_the_committed_crd() {
+fn crd_command_prints_the_committed_crds() {
     let output = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"))
         .arg("crd")
         .output()
         .unwrap();
     assert!(output.status.success());
-    let committed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/photoupdatepolicies.yaml"
-    ))
-    .unwrap();
-    assert_eq!(String::from_utf8_lossy(&output.stdout), committed);
+    let read = |file: &str| {
+        std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let both = format!(
+        "{}---\n{}",
+        read("crds/photoupdatepolicies.yaml"),
+        read("crds/clusterphotoupdatepolicies.yaml")
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), both);
+    assert_eq!(read("deploy/kustomize/base/crd.yaml"), both);
 }
 
 /// Runs the binary with `input` on its standard input.

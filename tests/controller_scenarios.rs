@@ -114,6 +114,23 @@ async fn expect(
     (uri, sent)
 }
 
+/// Answers the status write that a first pass makes before its Graph
+/// requests, and checks that it reads as in progress.
+async fn expect_first_pass_status(handle: &mut ApiHandle) {
+    let (_, body) = expect(
+        handle,
+        Method::PATCH,
+        "/apis/photopolicy.io/v1alpha1/namespaces/tenants/photoupdatepolicies/contoso/status",
+        StatusCode::OK,
+        serde_json::to_value(policy(None)).unwrap(),
+    )
+    .await;
+    let status = &body["status"];
+    assert_eq!(condition(status, "Reconciling")["status"], "True");
+    assert_eq!(condition(status, "Reconciling")["reason"], "Progressing");
+    assert_eq!(condition(status, "Ready")["status"], "Unknown");
+}
+
 async fn expect_no_more(handle: &mut ApiHandle) {
     let next = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
     if let Ok(Some((request, _))) = next {
@@ -148,6 +165,7 @@ async fn drifted_tenant_is_written_and_status_applied() {
         secret_json(SECRET),
     )
     .await;
+    expect_first_pass_status(&mut handle).await;
     let (_, event) = expect(
         &mut handle,
         Method::POST,
@@ -307,6 +325,7 @@ async fn wrong_secret_never_reaches_status_or_event() {
         secret_json(wrong),
     )
     .await;
+    expect_first_pass_status(&mut handle).await;
     let (_, event) = expect(
         &mut handle,
         Method::POST,

@@ -28,6 +28,10 @@ fn grant_leases(namespace: &str) {
         if kind != "Role" && kind != "RoleBinding" {
             continue;
         }
+        // The tenant Secret RoleBinding belongs to the credentials namespace.
+        if object["metadata"]["name"] != "photo-policy-operator-leader-election" {
+            continue;
+        }
         found += 1;
         object["metadata"]["namespace"] = namespace.into();
         let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(&object.to_string()));

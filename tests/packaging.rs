@@ -200,16 +200,45 @@ fn chart_rejects_bad_values() {
 #[test]
 fn chart_grants_what_the_base_grants() {
     let base = documents(&read("deploy/kustomize/base/rbac.yaml"));
-    let chart = template(&[]);
+    let chart = template(&["--set", "credentialsNamespace=photo-policy-tenants"]);
+    let base_rules = &find(&base, "ClusterRole", Some("photo-policy-operator"))["rules"];
     assert_eq!(
-        find(&chart, "ClusterRole", None)["rules"],
-        find(&base, "ClusterRole", None)["rules"],
+        &find(&chart, "ClusterRole", Some("ppo-photo-policy-operator"))["rules"],
+        base_rules,
         "the chart's ClusterRole differs from deploy/kustomize/base/rbac.yaml"
     );
     assert_eq!(
-        find(&chart, "Role", None)["rules"],
-        find(&base, "Role", None)["rules"],
+        find(
+            &chart,
+            "Role",
+            Some("ppo-photo-policy-operator-leader-election")
+        )["rules"],
+        find(&base, "Role", Some("photo-policy-operator-leader-election"))["rules"],
         "the chart's leader election Role differs from deploy/kustomize/base/rbac.yaml"
+    );
+    // The base grants only patch on the tenant Secrets (reads come from the
+    // ClusterRole); the chart's Role there grants both.
+    let base_secrets = find(
+        &base,
+        "ClusterRole",
+        Some("photo-policy-operator-tenant-secrets"),
+    );
+    let chart_secrets = find(
+        &chart,
+        "Role",
+        Some("ppo-photo-policy-operator-tenant-secrets"),
+    );
+    assert_eq!(base_secrets["rules"][0]["verbs"], json!(["patch"]));
+    assert_eq!(
+        chart_secrets["metadata"]["namespace"],
+        "photo-policy-tenants"
+    );
+    assert!(
+        chart_secrets["rules"][0]["verbs"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("patch")),
+        "{chart_secrets}"
     );
     let binding = find(&chart, "ClusterRoleBinding", None);
     assert_eq!(binding["subjects"][0]["name"], "ppo-photo-policy-operator");
@@ -225,7 +254,14 @@ fn chart_grants_what_the_base_grants() {
     );
     let role = find(&scoped, "Role", Some("ppo-photo-policy-operator"));
     assert_eq!(role["metadata"]["namespace"], "tenants");
-    assert_eq!(role["rules"], find(&base, "ClusterRole", None)["rules"]);
+    // The same rules as the base, less those for the cluster-scoped kind.
+    let namespaced_rules: Vec<&Value> = base_rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rule| !rule.to_string().contains("clusterphotoupdatepolicies"))
+        .collect();
+    assert_eq!(role["rules"], json!(namespaced_rules));
     let binding = find(&scoped, "RoleBinding", Some("ppo-photo-policy-operator"));
     assert_eq!(binding["metadata"]["namespace"], "tenants");
     assert_eq!(binding["subjects"][0]["namespace"], "ppo-system");
@@ -236,12 +272,70 @@ fn chart_grants_what_the_base_grants() {
             .contains(&json!("--namespace=tenants")),
         "the operator is told to watch tenants: {args}"
     );
+
+    // Without credentialsNamespace, cluster policies are neither served nor granted.
+    let default = template(&[]);
+    let main_rules = &find(&default, "ClusterRole", None)["rules"];
+    assert!(
+        !main_rules
+            .to_string()
+            .contains("clusterphotoupdatepolicies"),
+        "{main_rules}"
+    );
+    let args = container_args(container(find(&default, "Deployment", None)));
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--credentials-namespace")),
+        "{args:?}"
+    );
+
+    // Cluster policies next to a watched namespace: their own ClusterRole,
+    // and the tenant Secrets granted by a Role in their namespace only.
+    let both = template(&[
+        "--set",
+        "watchNamespace=tenants",
+        "--set",
+        "credentialsNamespace=fleet",
+    ]);
+    let cluster_role = find(
+        &both,
+        "ClusterRole",
+        Some("ppo-photo-policy-operator-cluster-policies"),
+    );
+    assert!(
+        cluster_role["rules"]
+            .to_string()
+            .contains("clusterphotoupdatepolicies/status"),
+        "{cluster_role}"
+    );
+    assert!(
+        !cluster_role["rules"].to_string().contains("secrets"),
+        "no Secret is granted cluster-wide: {cluster_role}"
+    );
+    let secrets_role = find(
+        &both,
+        "Role",
+        Some("ppo-photo-policy-operator-tenant-secrets"),
+    );
+    assert_eq!(secrets_role["metadata"]["namespace"], "fleet");
+    let binding = find(
+        &both,
+        "RoleBinding",
+        Some("ppo-photo-policy-operator-tenant-secrets"),
+    );
+    assert_eq!(binding["metadata"]["namespace"], "fleet");
+    let args = container_args(container(find(&both, "Deployment", None)));
+    assert!(
+        args.contains(&"--credentials-namespace=fleet".to_string()),
+        "{args:?}"
+    );
 }
 
 #[test]
 fn chart_deployment_matches_base_deployment() {
     let base = documents(&read("deploy/kustomize/base/deployment.yaml"));
-    let chart = template(&[]);
+    let chart = template(&["--set", "credentialsNamespace=photo-policy-tenants"]);
     let base_deployment = find(&base, "Deployment", None);
     let chart_deployment = find(&chart, "Deployment", None);
     assert_eq!(

@@ -94,6 +94,16 @@ pub fn operator_kubeconfig() -> &'static Path {
             None,
         );
         assert!(ok, "the CRD was not established: {err}");
+        let (ok, _, err) = kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/clusterphotoupdatepolicies.photopolicy.io",
+                "--timeout=60s",
+            ],
+            None,
+        );
+        assert!(ok, "the cluster CRD was not established: {err}");
         let dir = std::env::temp_dir().join(format!("ppo-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("operator.kubeconfig");
@@ -397,6 +407,11 @@ impl OperatorProcess {
     /// Returns the process's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Returns the process ID.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGKILL.

@@ -56,10 +56,23 @@ two.
 - apiGroups: ["photopolicy.io"]
   resources: ["photoupdatepolicies/status"]
   verbs: ["get", "patch"]
+{{- if and .Values.credentialsNamespace (not .Values.watchNamespace) }}
+{{ include "ppo.clusterPolicyRules" . }}
+{{- end }}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end }}
+
+{{- /* Rules for ClusterPhotoUpdatePolicy objects, which are cluster-scoped. */}}
+{{- define "ppo.clusterPolicyRules" -}}
+- apiGroups: ["photopolicy.io"]
+  resources: ["clusterphotoupdatepolicies"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["photopolicy.io"]
+  resources: ["clusterphotoupdatepolicies/status"]
+  verbs: ["get", "patch"]
 {{- end }}
