@@ -168,7 +168,12 @@ fn chart_lints_with_default_and_example_values() {
 
 #[test]
 fn chart_rejects_bad_values() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
+        (&["--set", "graphEndpoint=http://10.0.0.1"], "graphEndpoint"),
+        (
+            &["--set", "authorityHost=http://localhost.evil.example"],
+            "authorityHost",
+        ),
         (&["--set", "logFormat=xml"], "logFormat"),
         (&["--set", "imagee.tag=1"], "imagee"),
         (
@@ -194,6 +199,84 @@ fn chart_rejects_bad_values() {
             err.contains(expected),
             "{args:?}: expected {expected:?} in {err}"
         );
+    }
+}
+
+/// Object names must fit in 63 characters: Services are DNS-1035 labels,
+/// and the chart appends suffixes such as `-metrics` to the full name. A
+/// 53-character release name (the longest Helm accepts) renders every
+/// templated name, and each binding must still point at a Role the chart
+/// renders.
+#[test]
+fn chart_names_fit_in_63_characters() {
+    let release = "my-production-photo-policy-release-for-all-tenants-eu";
+    let variants: [&[&str]; 2] = [
+        &["--set", "credentialsNamespace=tenant-secrets"],
+        &[
+            "--set",
+            "credentialsNamespace=tenant-secrets",
+            "--set",
+            "watchNamespace=tenants",
+        ],
+    ];
+    for extra in variants {
+        let mut args = vec![
+            "template",
+            release,
+            CHART,
+            "--namespace",
+            "photo-policy-system",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = helm(&args);
+        assert!(ok, "helm template {extra:?} failed: {err}");
+        let objects = documents(&out);
+        for object in &objects {
+            let name = object["metadata"]["name"].as_str().unwrap();
+            assert!(
+                name.len() <= 63,
+                "{} name {name:?} is {} characters, more than 63",
+                object["kind"],
+                name.len()
+            );
+        }
+        let names: Vec<&str> = objects
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap())
+            .collect();
+        let unique: std::collections::BTreeSet<(&str, &str)> = objects
+            .iter()
+            .map(|o| {
+                (
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(unique.len(), objects.len(), "duplicate names: {names:?}");
+        for binding in objects
+            .iter()
+            .filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
+        {
+            let role = &binding["roleRef"];
+            assert!(
+                objects.iter().any(|o| o["kind"] == role["kind"]
+                    && o["metadata"]["name"] == role["name"]),
+                "{} {} refers to {} {}, which the chart does not render",
+                binding["kind"],
+                binding["metadata"]["name"],
+                role["kind"],
+                role["name"]
+            );
+        }
+        let args = container_args(container(find(&objects, "Deployment", None)));
+        let lease = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--leader-election-id="))
+            .expect("leader election is on by default");
+        assert!(lease.len() <= 63, "Lease name {lease:?} is too long");
     }
 }
 

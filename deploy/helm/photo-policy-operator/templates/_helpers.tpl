@@ -20,6 +20,17 @@ when it already contains the chart name, else "<release>-<chart>".
 {{- end }}
 {{- end }}
 
+{{/*
+Full name with a suffix such as "-metrics", the full name cut first so that
+the result fits in 63 characters (Services are DNS-1035 labels). Call it
+with a list: (list . "-metrics").
+*/}}
+{{- define "ppo.suffixedName" -}}
+{{- $suffix := index . 1 }}
+{{- $base := include "ppo.fullname" (index . 0) | trunc (int (sub 63 (len $suffix))) | trimSuffix "-" }}
+{{- printf "%s%s" $base $suffix }}
+{{- end }}
+
 {{- define "ppo.serviceAccountName" -}}
 {{- default (include "ppo.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
