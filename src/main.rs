@@ -16,6 +16,7 @@ use photo_policy_operator::metrics::{self, Metrics};
 use photo_policy_operator::oneshot::{self, Mode};
 use photo_policy_operator::policy::PhotoUpdatePolicy;
 use photo_policy_operator::telemetry::{self, LogFormat};
+use photo_policy_operator::validation;
 use tokio::signal::unix::SignalKind;
 use tracing::info;
 
@@ -75,7 +76,8 @@ struct RunArgs {
     #[command(flatten)]
     graph: GraphArgs,
     /// Watch only this namespace. Default: all namespaces.
-    #[arg(long, env = "PPO_WATCH_NAMESPACE")]
+    #[arg(long, env = "PPO_WATCH_NAMESPACE", value_name = "NS",
+          value_parser = validation::parse_namespace)]
     namespace: Option<String>,
     /// Maximum number of policies reconciled at the same time.
     #[arg(long, default_value_t = 16, value_name = "N",
@@ -94,7 +96,8 @@ struct RunArgs {
         long,
         env = "POD_NAMESPACE",
         default_value = "photo-policy-system",
-        value_name = "NS"
+        value_name = "NS",
+        value_parser = validation::parse_namespace
     )]
     leader_election_namespace: String,
     /// Name of the Lease.
@@ -103,7 +106,8 @@ struct RunArgs {
     /// Namespace of the tenant credential Secrets that
     /// ClusterPhotoUpdatePolicy resources select. Without it, cluster
     /// policies are not served at all.
-    #[arg(long, env = "PPO_CREDENTIALS_NAMESPACE", value_name = "NS")]
+    #[arg(long, env = "PPO_CREDENTIALS_NAMESPACE", value_name = "NS",
+          value_parser = validation::parse_namespace)]
     credentials_namespace: Option<String>,
     /// Serve only the ClusterPhotoUpdatePolicy resources with these labels
     /// (a label selector such as shard=eu), so that several operators can
@@ -122,10 +126,15 @@ struct OneShotArgs {
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     file: String,
     /// How long `apply` keeps reading after a write until the new value
-    /// shows up, in seconds.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    /// shows up, in seconds (at most one day).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_VERIFY_TIMEOUT_SECONDS))]
     verify_timeout: u64,
 }
+
+/// Upper bound of `--verify-timeout`, which also keeps the deadline within
+/// the range of `Instant`.
+const MAX_VERIFY_TIMEOUT_SECONDS: u64 = 24 * 60 * 60;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -278,20 +287,17 @@ fn graph_client(
         args.authority_host.as_deref(),
         args.graph_endpoint.as_deref(),
     )?;
-    let extra_root_certificates = match &args.extra_ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path).with_context(|| format!("failed to read {path}"))?;
-            reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("{path} is not a PEM certificate bundle"))?
-        }
-        None => Vec::new(),
-    };
-    let options = GraphClientOptions {
+    let mut options = GraphClientOptions {
         endpoints,
         timeout: Duration::from_secs(args.request_timeout),
-        extra_root_certificates,
         observer,
         ..GraphClientOptions::default()
     };
+    if let Some(path) = &args.extra_ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("failed to read {path}"))?;
+        options
+            .add_pem_root_certificates(&pem)
+            .with_context(|| format!("--extra-ca-file {path} cannot be used"))?;
+    }
     Ok(GraphClient::new(options)?)
 }

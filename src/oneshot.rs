@@ -48,6 +48,12 @@ pub enum Error {
     #[error("{path} holds no PhotoUpdatePolicy")]
     Empty { path: String },
     #[error(
+        "{location}: kind {kind:?} is not a kind of the photopolicy.io API group; \
+         the known kinds are {} (kind names are case-sensitive)",
+        KNOWN_KINDS.join(", ")
+    )]
+    UnknownKind { location: Location, kind: String },
+    #[error(
         "{variable} is not set or empty, but a policy uses credentials.type {kind:?}: export it"
     )]
     MissingCredential {
@@ -74,8 +80,10 @@ fn list(errors: &[FieldError]) -> String {
 pub fn load_policies(path: &str) -> Result<Vec<PhotoUpdatePolicy>, Error> {
     let mut policies = Vec::new();
     for (location, value) in input::read_objects(path)? {
-        if is_policy_document(&value) {
-            policies.push(admit_policy(location, &value)?);
+        match classify(&value) {
+            Document::Policy => policies.push(admit_policy(location, &value)?),
+            Document::Skipped => {}
+            Document::UnknownKind(kind) => return Err(Error::UnknownKind { location, kind }),
         }
     }
     if policies.is_empty() {
@@ -130,14 +138,39 @@ fn admit_policy(location: Location, value: &Value) -> Result<PhotoUpdatePolicy, 
     })
 }
 
-/// Reports whether a document is meant as a PhotoUpdatePolicy: its kind is
-/// PhotoUpdatePolicy, or it has no kind (then validation explains what is
-/// missing).
-fn is_policy_document(value: &Value) -> bool {
-    match value.get("kind").and_then(Value::as_str) {
-        Some("") | None => true,
-        Some(kind) => kind == "PhotoUpdatePolicy",
+/// The kinds of the photopolicy.io API group. `kubectl apply` fails on any
+/// other kind in the group ("no matches for kind"), so `plan` and `apply`
+/// reject it too instead of skipping it.
+const KNOWN_KINDS: [&str; 2] = ["PhotoUpdatePolicy", "ClusterPhotoUpdatePolicy"];
+
+/// What `plan` and `apply` do with one input document.
+#[derive(Debug, PartialEq, Eq)]
+enum Document {
+    /// A PhotoUpdatePolicy, or a document with no kind (then validation
+    /// explains what is missing).
+    Policy,
+    /// Another API group's kind, such as a Secret, or a
+    /// ClusterPhotoUpdatePolicy, whose tenants come from Secrets in a
+    /// cluster.
+    Skipped,
+    /// A kind that the photopolicy.io group does not have, such as a
+    /// misspelt or wrongly cased PhotoUpdatePolicy.
+    UnknownKind(String),
+}
+
+fn classify(value: &Value) -> Document {
+    let kind = match value.get("kind").and_then(Value::as_str) {
+        Some("") | None | Some("PhotoUpdatePolicy") => return Document::Policy,
+        Some(kind) => kind,
+    };
+    let group = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(|api_version| api_version.split('/').next().unwrap_or_default());
+    if group == Some(crate::policy::GROUP) && !KNOWN_KINDS.contains(&kind) {
+        return Document::UnknownKind(kind.to_string());
     }
+    Document::Skipped
 }
 
 /// Builds each policy's credential from the environment, in the variables

@@ -38,6 +38,24 @@ pub fn crd_schema() -> Value {
     serde_json::to_value(schema).expect("a schema serializes to JSON")
 }
 
+/// Parses a namespace name from the command line or the environment. The
+/// API server lists an empty collection for a name that cannot exist, so
+/// an invalid name would give a healthy operator that manages nothing.
+pub fn parse_namespace(name: &str) -> Result<String, String> {
+    if name.len() > 63 {
+        return Err(format!(
+            "{name:?} is not a valid namespace name: it must be no more than 63 characters"
+        ));
+    }
+    if !metadata::is_dns_label(name) {
+        return Err(format!(
+            "{name:?} is not a valid namespace name: {}",
+            metadata::DNS_LABEL
+        ));
+    }
+    Ok(name.to_string())
+}
+
 /// Validates `manifest` as the API server would on create: type, kind and
 /// metadata, the schema's structural rules (types, required fields, enums,
 /// lengths, list sizes and sets, unknown fields), then the CEL rules.
@@ -342,5 +360,24 @@ fn check_cel(schema: &Value, manifest: &Value, errors: &mut Vec<FieldError>) {
             path: failure.field_path.clone(),
             message: failure.message.clone(),
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_namespace;
+
+    #[test]
+    fn namespace_names() {
+        for valid in ["tenants", "a", "ns-1", "0abc", &"a".repeat(63)] {
+            assert_eq!(parse_namespace(valid).as_deref(), Ok(valid));
+        }
+        for invalid in ["", "Bad_NS!", "Tenants", "-a", "a-", "a.b", &"a".repeat(64)] {
+            let error = parse_namespace(invalid).unwrap_err();
+            assert!(
+                error.starts_with(&format!("{invalid:?} is not a valid namespace name")),
+                "{error}"
+            );
+        }
     }
 }

@@ -405,3 +405,142 @@ async fn workload_identity_needs_token_file_variable() {
         text(&output)
     );
 }
+
+fn policy_document(name: &str, api_version: &str, kind: &str) -> String {
+    format!(
+        "apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: {name}\n\
+         spec:\n  tenantId: {name}.onmicrosoft.com\n  credentials:\n    \
+         type: ClientSecret\n    clientId: {CLIENT_ID}\n    secretRef:\n      \
+         name: x\n  source: onPremises\n"
+    )
+}
+
+/// `kubectl apply` fails on a kind that the photopolicy.io group does not
+/// have ("no matches for kind"), so `plan` must not skip a misspelt kind and
+/// report the other policies as in sync. Other groups' kinds and cluster
+/// policies are still skipped.
+#[tokio::test]
+async fn plan_rejects_unknown_kind_in_our_group() {
+    let emulator = start();
+    let dir = scratch_dir("kinds");
+    let good = policy_document("good", "photopolicy.io/v1alpha1", "PhotoUpdatePolicy");
+    for typo in ["PhotoUpdatePolicies", "photoupdatepolicy"] {
+        let bad = policy_document("typo", "photopolicy.io/v1alpha1", typo);
+        let path = dir.join(format!("{typo}.yaml"));
+        std::fs::write(&path, format!("{good}---\n{bad}")).unwrap();
+        let plan = run(
+            &emulator,
+            &["plan", "-f", path.to_str().unwrap()],
+            Some(SECRET),
+        );
+        let all = text(&plan);
+        assert_eq!(plan.status.code(), Some(1), "{typo} was skipped: {all}");
+        assert!(all.contains(&format!("{typo}.yaml: document 2")), "{all}");
+        assert!(all.contains(&format!("kind {typo:?}")), "{all}");
+        assert!(
+            all.contains("PhotoUpdatePolicy, ClusterPhotoUpdatePolicy"),
+            "{all}"
+        );
+    }
+    let skipped = [
+        policy_document("other", "example.com/v1", "PhotoUpdatePolicies"),
+        policy_document("cluster", "photopolicy.io/v1alpha1", "ClusterPhotoUpdatePolicy"),
+    ];
+    let path = dir.join("skipped.yaml");
+    std::fs::write(&path, format!("{good}---\n{}", skipped.join("---\n"))).unwrap();
+    let plan = run(
+        &emulator,
+        &["plan", "-f", path.to_str().unwrap()],
+        Some(SECRET),
+    );
+    let all = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{all}");
+    assert!(all.contains("good.onmicrosoft.com"), "{all}");
+    assert!(!all.contains("other.onmicrosoft.com"), "{all}");
+}
+
+/// A `--verify-timeout` too large for a deadline is rejected by the
+/// argument parser before any Graph call, instead of panicking after the
+/// write.
+#[tokio::test]
+async fn apply_rejects_huge_verify_timeout() {
+    let emulator = start();
+    let apply = run(
+        &emulator,
+        &[
+            "apply",
+            "-f",
+            &example("on-premises"),
+            "--verify-timeout",
+            "18446744073709551615",
+        ],
+        Some(SECRET),
+    );
+    let all = text(&apply);
+    assert_eq!(apply.status.code(), Some(2), "{all}");
+    assert!(all.contains("--verify-timeout"), "{all}");
+    let stats = emulator.control_get("/_emulator/stats").await;
+    assert_eq!(stats["totals"]["patches"], 0, "{stats}");
+}
+
+/// A CA file with no certificate in it (empty, plain text, or only a
+/// private key) stops the command at once with an error naming the file,
+/// instead of being ignored until a TLS handshake fails.
+#[tokio::test]
+async fn extra_ca_file_without_certificate_rejected() {
+    let emulator = start();
+    let dir = scratch_dir("ca");
+    for (name, contents) in [
+        ("empty.pem", ""),
+        ("not-pem.pem", "just some text\n"),
+        (
+            "key-only.pem",
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+        ),
+    ] {
+        let ca = dir.join(name);
+        std::fs::write(&ca, contents).unwrap();
+        let plan = run(
+            &emulator,
+            &[
+                "plan",
+                "-f",
+                &example("on-premises"),
+                "--extra-ca-file",
+                ca.to_str().unwrap(),
+            ],
+            Some(SECRET),
+        );
+        let all = text(&plan);
+        assert_eq!(plan.status.code(), Some(1), "{name} was accepted: {all}");
+        assert!(all.contains(ca.to_str().unwrap()), "{name}: {all}");
+    }
+    let stats = emulator.control_get("/_emulator/stats").await;
+    assert_eq!(stats["totals"]["tokenRequests"], 0, "{stats}");
+}
+
+/// The API server lists an empty collection for a namespace name that
+/// cannot exist, so `run` rejects such a name at start instead of running
+/// healthy and managing nothing.
+#[test]
+fn run_rejects_invalid_namespace_names() {
+    let cases: [(&[&str], &[(&str, &str)]); 3] = [
+        (&["--namespace", "Bad_NS!"], &[]),
+        (&["--credentials-namespace", "Tenant-Secrets"], &[]),
+        (&[], &[("PPO_WATCH_NAMESPACE", "Tenants")]),
+    ];
+    for (args, env) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"))
+            .arg("run")
+            .args(args)
+            .args(["--metrics-bind-address", "127.0.0.1:0"])
+            .envs(env.iter().copied())
+            // No cluster: the command must stop before it looks for one.
+            .env("KUBECONFIG", "/nonexistent")
+            .output()
+            .expect("the binary runs");
+        let all = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}: {all}");
+        assert!(all.contains("is not a valid namespace name"), "{all}");
+    }
+}
