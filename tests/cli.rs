@@ -444,7 +444,11 @@ async fn plan_rejects_unknown_kind_in_our_group() {
     }
     let skipped = [
         policy_document("other", "example.com/v1", "PhotoUpdatePolicies"),
-        policy_document("cluster", "photopolicy.io/v1alpha1", "ClusterPhotoUpdatePolicy"),
+        policy_document(
+            "cluster",
+            "photopolicy.io/v1alpha1",
+            "ClusterPhotoUpdatePolicy",
+        ),
     ];
     let path = dir.join("skipped.yaml");
     std::fs::write(&path, format!("{good}---\n{}", skipped.join("---\n"))).unwrap();

@@ -432,19 +432,76 @@ async fn never_set_settings_read_as_absent() {
     assert_eq!(observed, ObservedSettings::default());
 }
 
+/// Returns the status of each Graph request in the emulator's log, in order.
+async fn graph_statuses(emulator: &Emulator) -> Vec<Value> {
+    emulator
+        .requests()
+        .await
+        .iter()
+        .filter(|entry| entry["endpoint"] == "graph")
+        .map(|entry| entry["status"].clone())
+        .collect()
+}
+
+/// A 401 for a cached token (revoked, or the emulator restarted) is retried
+/// within the same call with a new token, so the caller never sees it.
 #[tokio::test]
-async fn revoked_token_retried_once() {
+async fn revoked_token_retried_at_once() {
     let emulator = Emulator::start(&[]);
     let client = emulator.client();
     client.get_settings(&contoso()).await.unwrap();
     emulator
         .control(reqwest::Method::POST, "tokens/expire", None)
         .await;
+    client
+        .get_settings(&contoso())
+        .await
+        .expect("the revoked token is replaced within the call");
+    assert_eq!(client.token_requests(), 2);
+    assert_eq!(graph_statuses(&emulator).await, [200, 401, 200]);
+
+    emulator
+        .control(reqwest::Method::POST, "tokens/expire", None)
+        .await;
+    client
+        .patch_settings(&contoso(), &desired(Source::Cloud, &[GLOBAL_ADMIN]))
+        .await
+        .expect("a PATCH is sent again with the new token");
+    assert_eq!(client.token_requests(), 3);
+    assert_eq!(
+        emulator.stored_settings(TENANT).await["allowedRoles"],
+        json!([GLOBAL_ADMIN])
+    );
+    assert_eq!(graph_statuses(&emulator).await, [200, 401, 200, 401, 200]);
+}
+
+/// The retry after a 401 for a cached token happens once: a 401 for the new
+/// token is reported as PermissionDenied, and a 401 for a token issued
+/// during the call is not retried at all.
+#[tokio::test]
+async fn token_retry_only_once_and_only_for_cached_token() {
+    let emulator = Emulator::start(&[]);
+    let client = emulator.client();
+    emulator
+        .add_faults(json!({"endpoint": "graph", "status": 401, "count": 1}))
+        .await;
     let err = client.get_settings(&contoso()).await.unwrap_err();
     assert_eq!(err.status(), Some(401));
-    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.reason(), reason::PERMISSION_DENIED);
+    assert_eq!(client.token_requests(), 1);
+    assert_eq!(graph_statuses(&emulator).await.len(), 1);
+
     client.get_settings(&contoso()).await.unwrap();
     assert_eq!(client.token_requests(), 2);
+    emulator
+        .add_faults(json!({"endpoint": "graph", "status": 401, "count": 2}))
+        .await;
+    let err = client.get_settings(&contoso()).await.unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    assert_eq!(err.reason(), reason::PERMISSION_DENIED);
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert_eq!(client.token_requests(), 3);
+    assert_eq!(graph_statuses(&emulator).await, [401, 200, 401, 401]);
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use super::response::{
     IssuedToken, parse_aad_error, parse_odata_error, parse_settings, parse_token_response,
     retry_after,
 };
-use super::token::{SecretString, Token, TokenCache};
+use super::token::{CacheKey, SecretString, Token, TokenCache};
 use super::{Credential, EndpointOverrides, Endpoints, RequestObserver, Target};
 use crate::settings::{DesiredSettings, ObservedSettings};
 
@@ -292,7 +292,9 @@ impl GraphClient {
     /// request to the same tenant has finished, and only outside the
     /// tenant's `Retry-After` window (see [`TenantGates`]). After a 401 or
     /// 403 the token is dropped from the cache, so the next attempt gets a
-    /// new token that carries any permission granted since.
+    /// new token that carries any permission granted since. A 401 for a
+    /// token issued before this call (revoked, or the emulator restarted)
+    /// is retried at once, and only once, with a newly requested token.
     async fn call(
         &self,
         target: &Target,
@@ -312,18 +314,44 @@ impl GraphClient {
             .get(&key, || self.request_token(&endpoints, target))
             .await?;
         let result = self
+            .send_graph(&endpoints.graph, target, operation, body.clone(), &token)
+            .await;
+        self.drop_rejected_token(&key, &token, &result).await;
+        let rejected_cached_token =
+            token.cached && matches!(&result, Err(GraphError::Graph { status: 401, .. }));
+        if !rejected_cached_token {
+            return result;
+        }
+        tracing::info!(
+            tenant = %target.tenant_id,
+            operation = %operation,
+            "Graph rejected the cached access token, retrying once with a new token"
+        );
+        let token = self
+            .inner
+            .tokens
+            .get(&key, || self.request_token(&endpoints, target))
+            .await?;
+        let result = self
             .send_graph(&endpoints.graph, target, operation, body, &token)
             .await;
+        self.drop_rejected_token(&key, &token, &result).await;
+        result
+    }
+
+    /// Drops `token` from the cache after a 401 or 403 for it.
+    async fn drop_rejected_token(
+        &self,
+        key: &CacheKey,
+        token: &Token,
+        result: &Result<Success, GraphError>,
+    ) {
         if let Err(GraphError::Graph {
             status: 401 | 403, ..
-        }) = &result
+        }) = result
         {
-            self.inner
-                .tokens
-                .invalidate(&key, &token.access_token)
-                .await;
+            self.inner.tokens.invalidate(key, &token.access_token).await;
         }
-        result
     }
 
     async fn send_graph(
