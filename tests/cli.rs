@@ -548,3 +548,30 @@ fn run_rejects_invalid_namespace_names() {
         assert!(all.contains("is not a valid namespace name"), "{all}");
     }
 }
+
+/// A string `allowedRoles` from Graph equal to the one declared role is
+/// drift that `plan` reports, not a one-item list that is in sync.
+#[tokio::test]
+async fn string_allowed_roles_planned_as_change() {
+    let emulator = start();
+    emulator
+        .control_put(
+            "/_emulator/tenants/fabrikam.onmicrosoft.com/settings",
+            serde_json::json!({
+                "source": "cloud",
+                "allowedRoles": "62e90394-69f5-4237-9190-012177145e10"
+            }),
+        )
+        .await;
+    let plan = run(
+        &emulator,
+        &["plan", "-f", &example("cloud-global-admins")],
+        Some(SECRET),
+    );
+    let all = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains(r#"allowedRoles=["\"62e90394-69f5-4237-9190-012177145e10\""]"#),
+        "{all}"
+    );
+}

@@ -424,6 +424,26 @@ async fn unknown_enum_value_kept_verbatim() {
     );
 }
 
+/// An `allowedRoles` string equal to the declared role is not the declared
+/// one-item list: it counts as drift, and keeps the quotes that show it was
+/// a JSON string.
+#[tokio::test]
+async fn string_allowed_roles_is_drift() {
+    let emulator = Emulator::start(&[]);
+    emulator
+        .put_settings(
+            TENANT,
+            json!({"source": "cloud", "allowedRoles": GLOBAL_ADMIN}),
+        )
+        .await;
+    let observed = emulator.client().get_settings(&contoso()).await.unwrap();
+    assert_eq!(
+        observed.allowed_roles,
+        Some(vec![format!("\"{GLOBAL_ADMIN}\"")])
+    );
+    assert!(!observed.matches(&desired(Source::Cloud, &[GLOBAL_ADMIN])));
+}
+
 #[tokio::test]
 async fn never_set_settings_read_as_absent() {
     let emulator = Emulator::start(&[]);

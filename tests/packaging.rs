@@ -262,8 +262,9 @@ fn chart_names_fit_in_63_characters() {
         {
             let role = &binding["roleRef"];
             assert!(
-                objects.iter().any(|o| o["kind"] == role["kind"]
-                    && o["metadata"]["name"] == role["name"]),
+                objects
+                    .iter()
+                    .any(|o| o["kind"] == role["kind"] && o["metadata"]["name"] == role["name"]),
                 "{} {} refers to {} {}, which the chart does not render",
                 binding["kind"],
                 binding["metadata"]["name"],

@@ -110,8 +110,12 @@ fn string_field(value: &Value, name: &str) -> Option<String> {
 /// members this build does not know; `@odata.*` annotations and unknown
 /// properties are ignored. A property of an unexpected JSON type (a number
 /// for `source`, a string for `allowedRoles`) is kept as its JSON text, so
-/// it shows in the status and counts as drift that Enforce corrects. Only
-/// a body that is not a JSON object is an error, described briefly.
+/// it shows in the status and counts as drift that Enforce corrects. An
+/// `allowedRoles` that is not a list becomes a one-item list of its JSON
+/// text: a string keeps its quotes, so it never equals a role ID. Only a
+/// body that is not a JSON object is an error, described briefly.
+// NOTE: a Restore policy that adopted such a value writes that list back,
+// which Graph is expected to reject as RestoreFailed.
 pub(crate) fn parse_settings(body: &[u8]) -> Result<ObservedSettings, String> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|err| format!("the body is not a photoUpdateSettings object ({err})"))?;
@@ -123,7 +127,7 @@ pub(crate) fn parse_settings(body: &[u8]) -> Result<ObservedSettings, String> {
         allowed_roles: object.get("allowedRoles").and_then(|roles| match roles {
             Value::Null => None,
             Value::Array(items) => Some(items.iter().map(text_of).collect()),
-            other => Some(vec![text_of(other)]),
+            other => Some(vec![other.to_string()]),
         }),
     })
 }
@@ -338,7 +342,12 @@ mod tests {
     fn settings_wrong_types_kept_as_json_text() {
         let parsed = parse_settings(br#"{"source":5,"allowedRoles":"x"}"#).unwrap();
         assert_eq!(parsed.source.as_deref(), Some("5"));
-        assert_eq!(parsed.allowed_roles, Some(vec!["x".to_string()]));
+        assert_eq!(parsed.allowed_roles, Some(vec![r#""x""#.to_string()]));
+        let parsed = parse_settings(br#"{"allowedRoles":{"id":"x"}}"#).unwrap();
+        assert_eq!(
+            parsed.allowed_roles,
+            Some(vec![r#"{"id":"x"}"#.to_string()])
+        );
         let parsed = parse_settings(br#"{"allowedRoles":[null, 7, "a"]}"#).unwrap();
         assert_eq!(
             parsed.allowed_roles,
