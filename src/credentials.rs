@@ -122,8 +122,10 @@ fn client_secret(
     namespace: &str,
     secret_ref: &SecretKeyRef,
 ) -> Result<Credential, Failure> {
+    let fix = "put the client secret's value under that key, or set \
+               spec.credentials.secretRef.key to the key that contains it";
     let value = secret_value(secret, &secret_ref.key)
-        .map_err(|problem| key_missing(namespace, &secret_ref.name, &problem))?;
+        .map_err(|problem| key_missing(namespace, &secret_ref.name, &problem, fix))?;
     Ok(Credential::ClientSecret(value))
 }
 
@@ -152,20 +154,45 @@ fn pem_bytes<'a>(secret: &'a Secret, key: &str) -> Result<&'a [u8], String> {
     Ok(bytes)
 }
 
-/// Returns the bytes stored under `key` in the Secret's data.
+/// Returns the bytes stored under `key` in the Secret's data. When the key
+/// is absent, the message lists the names of the keys present, never a
+/// value, so a misnamed key is easy to spot.
 fn key_bytes<'a>(secret: &'a Secret, key: &str) -> Result<&'a [u8], String> {
-    match secret.data.as_ref().and_then(|data| data.get(key)) {
-        Some(bytes) => Ok(&bytes.0),
-        None => Err(format!("has no key {key:?}")),
+    let data = secret.data.as_ref();
+    if let Some(bytes) = data.and_then(|data| data.get(key)) {
+        return Ok(&bytes.0);
     }
+    let names: Vec<String> = data
+        .into_iter()
+        .flat_map(|data| data.keys())
+        .map(|name| format!("{name:?}"))
+        .collect();
+    let present = match names.len() {
+        0 => "it has no keys".to_string(),
+        n if n > MAX_LISTED_KEYS => format!(
+            "its keys are {}, and {} more",
+            names[..MAX_LISTED_KEYS].join(", "),
+            n - MAX_LISTED_KEYS
+        ),
+        _ => format!("its keys are {}", names.join(", ")),
+    };
+    Err(format!("has no key {key:?} ({present})"))
 }
 
-fn key_missing(namespace: &str, name: &str, problem: &str) -> Failure {
+/// Number of key names that a missing-key message lists.
+const MAX_LISTED_KEYS: usize = 10;
+
+/// Builds the SecretKeyMissing failure for `problem`, with `fix` as the
+/// next step.
+fn key_missing(namespace: &str, name: &str, problem: &str, fix: &str) -> Failure {
     Failure::permanent(
         reason::SECRET_KEY_MISSING,
-        format!("Secret {namespace}/{name} {problem}"),
+        format!("Secret {namespace}/{name} {problem}; {fix}"),
     )
 }
+
+const CERTIFICATE_FIX: &str = "store the PEM certificate under \"tls.crt\" and its private key \
+                               under \"tls.key\", as in a kubernetes.io/tls Secret";
 
 /// Builds a ClientCertificate credential from `tls.crt` (the first
 /// certificate, when it contains a chain) and `tls.key`. `secretRef.key` is not
@@ -178,9 +205,9 @@ fn client_certificate(secret: &Secret, namespace: &str, name: &str) -> Result<Cr
         )
     };
     let certificate_pem = pem_bytes(secret, TLS_CERTIFICATE_KEY)
-        .map_err(|problem| key_missing(namespace, name, &problem))?;
+        .map_err(|problem| key_missing(namespace, name, &problem, CERTIFICATE_FIX))?;
     let key_pem = pem_bytes(secret, TLS_PRIVATE_KEY_KEY)
-        .map_err(|problem| key_missing(namespace, name, &problem))?;
+        .map_err(|problem| key_missing(namespace, name, &problem, CERTIFICATE_FIX))?;
     let certificate_der = first_certificate_der(certificate_pem)
         .map_err(|problem| invalid(format!("key {TLS_CERTIFICATE_KEY:?} {problem}")))?;
     let key = PrivateKey::from_pem(key_pem)
@@ -259,7 +286,10 @@ pub fn tenant_target(
         )
     };
     let text = |key: &str| {
-        secret_value(secret, key).map_err(|problem| key_missing(namespace, name, &problem))
+        secret_value(secret, key).map_err(|problem| {
+            let fix = format!("put the value under {key:?} in the tenant credential Secret");
+            key_missing(namespace, name, &problem, &fix)
+        })
     };
     let tenant_id = text(tenant_keys::TENANT_ID)?.expose().to_string();
     if !is_tenant_id(&tenant_id) {
@@ -405,11 +435,21 @@ mod tests {
         let cases = [
             (
                 secret(&[]),
-                "Secret tenants/contoso-graph has no key \"clientSecret\"",
+                "Secret tenants/contoso-graph has no key \"clientSecret\" (it has no keys); \
+                 put the client secret's value under that key, or set \
+                 spec.credentials.secretRef.key to the key that contains it",
+            ),
+            (
+                secret(&[("password", "x"), ("client-secret", "y")]),
+                "Secret tenants/contoso-graph has no key \"clientSecret\" (its keys are \
+                 \"client-secret\", \"password\"); put the client secret's value under that \
+                 key, or set spec.credentials.secretRef.key to the key that contains it",
             ),
             (
                 secret(&[("clientSecret", " \n")]),
-                "Secret tenants/contoso-graph key \"clientSecret\" is empty",
+                "Secret tenants/contoso-graph key \"clientSecret\" is empty; put the client \
+                 secret's value under that key, or set spec.credentials.secretRef.key to the \
+                 key that contains it",
             ),
         ];
         for (secret, message) in cases {
@@ -425,10 +465,23 @@ mod tests {
             .unwrap()
             .insert("clientSecret".into(), ByteString(vec![0xff, 0xfe]));
         let failure = client_secret(&latin1, "tenants", &secret_ref("clientSecret")).unwrap_err();
-        assert_eq!(
-            failure.message,
-            "Secret tenants/contoso-graph key \"clientSecret\" is not UTF-8 text"
+        assert!(
+            failure.message.starts_with(
+                "Secret tenants/contoso-graph key \"clientSecret\" is not UTF-8 text; put"
+            ),
+            "{}",
+            failure.message
         );
+    }
+
+    #[test]
+    fn missing_key_lists_at_most_ten_names() {
+        let names: Vec<String> = (0..12).map(|i| format!("k{i:02}")).collect();
+        let entries: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        let problem = key_bytes(&secret(&entries), "clientSecret").unwrap_err();
+        assert!(problem.contains("\"k09\", and 2 more)"), "{problem}");
+        assert!(!problem.contains("k10"), "{problem}");
+        assert!(!problem.contains("\"v\""), "{problem}");
     }
 
     #[test]
@@ -465,12 +518,18 @@ mod tests {
         assert_eq!(failure.reason, reason::SECRET_KEY_MISSING);
         assert_eq!(
             failure.message,
-            "Secret tenants/contoso-cert has no key \"tls.crt\""
+            format!(
+                "Secret tenants/contoso-cert has no key \"tls.crt\" (its keys are \
+                 \"tls.key\"); {CERTIFICATE_FIX}"
+            )
         );
         let failure = certificate_failure(&[("tls.crt", &material.certificate_pem)]);
         assert_eq!(
             failure.message,
-            "Secret tenants/contoso-cert has no key \"tls.key\""
+            format!(
+                "Secret tenants/contoso-cert has no key \"tls.key\" (its keys are \
+                 \"tls.crt\"); {CERTIFICATE_FIX}"
+            )
         );
     }
 

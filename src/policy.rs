@@ -322,7 +322,17 @@ const ROLE_RULE: &str = "self in ['GlobalAdministrator', 'UserAdministrator', 'P
 
 const ROLE_FALLBACK_MESSAGE: &str = "allowedRoles entries must be role template IDs with no spaces, such as fe930be7-5e62-47db-91af-98c3a49a38b1, or GlobalAdministrator, UserAdministrator or PeopleAdministrator";
 
-const ROLE_MESSAGE: &str = "'\"' + self + '\" is not a role template ID or role name: write the ID with no spaces, such as fe930be7-5e62-47db-91af-98c3a49a38b1, or use GlobalAdministrator, UserAdministrator or PeopleAdministrator'";
+/// Message of a rejected role entry, with the fix for the likely mistake:
+/// a role name in the wrong case, spaces copied around an ID, or anything
+/// else. Role names are case-sensitive, unlike `source`.
+const ROLE_MESSAGE: &str = concat!(
+    "'\"' + self + '\" is not a role template ID or role name: ' + (",
+    "self.matches('(?i)^(globaladministrator|useradministrator|peopleadministrator)$') ? ",
+    "'role names are case-sensitive, write GlobalAdministrator, UserAdministrator or PeopleAdministrator' : ",
+    "self.matches('^[[:space:]]|[[:space:]]$') ? ",
+    "'remove the spaces around it' : ",
+    "'write a role template ID of 8-4-4-4-12 hexadecimal digits, such as fe930be7-5e62-47db-91af-98c3a49a38b1, or use GlobalAdministrator, UserAdministrator or PeopleAdministrator')"
+);
 
 /// Observed tenant setting and the operator's last actions for this policy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -57,13 +57,27 @@ impl fmt::Display for Source {
 /// Error for a role entry that is neither a known role name nor a role
 /// template ID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid role {value:?}: use a role template ID with no spaces, such as \
-     \"fe930be7-5e62-47db-91af-98c3a49a38b1\", or one of GlobalAdministrator, \
-     UserAdministrator, PeopleAdministrator"
-)]
+#[error("invalid role {value:?}: {}", role_fix(.value))]
 pub struct InvalidRole {
     pub value: String,
+}
+
+/// Returns the fix for an invalid role entry: role names are case-sensitive,
+/// and spaces around an ID are not trimmed.
+fn role_fix(value: &str) -> &'static str {
+    if ROLE_NAMES
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case(value))
+    {
+        "role names are case-sensitive, write GlobalAdministrator, UserAdministrator or \
+         PeopleAdministrator"
+    } else if value.trim() != value {
+        "remove the spaces around it"
+    } else {
+        "use a role template ID of 8-4-4-4-12 hexadecimal digits, such as \
+         \"fe930be7-5e62-47db-91af-98c3a49a38b1\", or one of GlobalAdministrator, \
+         UserAdministrator, PeopleAdministrator"
+    }
 }
 
 /// Reports whether `value` is a GUID in its 8-4-4-4-12 hex form.
@@ -176,8 +190,17 @@ mod tests {
     #[test]
     fn role_with_leading_space_is_rejected_with_fix() {
         let err = resolve_role(" fe930be7-5e62-47db-91af-98c3a49a38b1").unwrap_err();
-        assert!(err.to_string().contains("no spaces"), "{err}");
-        assert!(resolve_role("globaladministrator").is_err());
+        assert!(
+            err.to_string().ends_with(": remove the spaces around it"),
+            "{err}"
+        );
+        let err = resolve_role("globaladministrator").unwrap_err();
+        assert!(
+            err.to_string().contains("role names are case-sensitive"),
+            "{err}"
+        );
+        let err = resolve_role("Admins").unwrap_err();
+        assert!(err.to_string().contains("8-4-4-4-12"), "{err}");
         assert!(resolve_role("fe930be7-5e62-47db-91af-98c3a49a38b").is_err());
         assert!(resolve_role("fe930be75e6247db91af98c3a49a38b1").is_err());
     }

@@ -636,10 +636,17 @@ async fn failing_tenants_do_not_delay_others() {
         .expect("the broken Secret is listed");
     assert_eq!(broken.reason, "SecretKeyMissing");
     let expected = format!(
-        "Secret {}/broken has no key \"clientId\"",
+        "Secret {}/broken has no key \"clientId\" (its keys are ",
         fleet.harness.namespace
     );
-    assert_eq!(broken.message, expected);
+    assert!(broken.message.starts_with(&expected), "{}", broken.message);
+    assert!(
+        broken
+            .message
+            .ends_with("; put the value under \"clientId\" in the tenant credential Secret"),
+        "{}",
+        broken.message
+    );
     assert_eq!(broken.tenant.as_deref(), Some("broken.onmicrosoft.com"));
     let throttled = status
         .failing_tenants
