@@ -219,7 +219,9 @@ impl RequestObserver for Metrics {
         let (family, operation) = match operation {
             Operation::TokenRequest => (&self.token_requests, "token"),
             Operation::GetSettings => (&self.graph_requests, "get"),
-            Operation::PatchSettings => (&self.graph_requests, "patch"),
+            Operation::PatchSettings | Operation::RestoreSettings => {
+                (&self.graph_requests, "patch")
+            }
         };
         family
             .get_or_create(&RequestLabels { operation, status })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::conditions::{self, READY, RECONCILING, STALLED, SYNCED, condition, reason};
-use crate::graph::{ErrorClass, GraphClient, GraphError, Target};
+use crate::graph::{ErrorClass, GraphClient, GraphError, MAX_RETRY_AFTER, Target};
 use crate::policy::{ManagementPolicy, ObservedStatus, PhotoUpdatePolicyStatus};
 use crate::settings::{DesiredSettings, ObservedSettings, role_name};
 
@@ -415,9 +415,6 @@ pub fn describe_desired(desired: &DesiredSettings) -> String {
 const RETRY_BASE: Duration = Duration::from_secs(5);
 /// Cap on the retry delay of transient failures.
 const RETRY_MAX: Duration = Duration::from_secs(300);
-/// Longest Retry-After obeyed. Graph requests seconds to minutes, so a larger
-/// value is more likely a broken proxy than a real request.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Delay before a failure that needs a human is retried. A change to the
 /// policy or its Secret triggers a pass at once, so this only bounds how
 /// long an outside fix (such as an admin consent) takes to be noticed.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::assertion::{AssertionRequest, JWT_BEARER, client_assertion};
-use super::error::{ErrorClass, GraphError, Operation, TransportKind};
+use super::error::{ErrorClass, GraphError, MAX_RETRY_AFTER, Operation, TransportKind};
 use super::gate::TenantGates;
 use super::response::{
     IssuedToken, parse_aad_error, parse_odata_error, parse_settings, parse_token_response,
@@ -28,8 +28,6 @@ use crate::settings::{DesiredSettings, ObservedSettings};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Maximum time for opening a connection.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest `Retry-After` wait that holds back requests.
-const MAX_RETRY_AFTER_WINDOW: Duration = Duration::from_secs(3600);
 /// Request header that carries a fresh GUID per request, for support cases.
 const CLIENT_REQUEST_ID: &str = "client-request-id";
 /// Response header with Graph's own id of the request.
@@ -160,7 +158,7 @@ impl RetryAfterWindows {
         }
         // The same cap as the requeue delay, so a broken proxy's Retry-After
         // of days cannot block a tenant longer than its next pass.
-        let end = Instant::now() + delay.min(MAX_RETRY_AFTER_WINDOW);
+        let end = Instant::now() + delay.min(MAX_RETRY_AFTER);
         let mut until = self.until.lock().expect("retry-after lock poisoned");
         let entry = until
             .entry(Self::key(call))
@@ -283,7 +281,7 @@ impl GraphClient {
     /// back a setting read from Graph, which may hold values (such as a
     /// null list) that [`DesiredSettings`] cannot express.
     pub async fn patch_raw(&self, target: &Target, body: Value) -> Result<(), GraphError> {
-        self.call(target, Operation::PatchSettings, Some(body))
+        self.call(target, Operation::RestoreSettings, Some(body))
             .await?;
         Ok(())
     }
@@ -371,7 +369,7 @@ impl GraphClient {
             cached_token: token.cached,
         };
         let method = match operation {
-            Operation::PatchSettings => Method::PATCH,
+            Operation::PatchSettings | Operation::RestoreSettings => Method::PATCH,
             _ => Method::GET,
         };
         let mut request = self

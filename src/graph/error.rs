@@ -83,7 +83,11 @@ pub mod reason {
 pub enum Operation {
     TokenRequest,
     GetSettings,
+    /// A PATCH of the setting that a policy declares.
     PatchSettings,
+    /// A PATCH that writes back the setting adopted from Graph when a
+    /// policy with deletionPolicy Restore is deleted.
+    RestoreSettings,
 }
 
 impl fmt::Display for Operation {
@@ -91,7 +95,7 @@ impl fmt::Display for Operation {
         f.write_str(match self {
             Self::TokenRequest => "token request",
             Self::GetSettings => "GET photoUpdateSettings",
-            Self::PatchSettings => "PATCH photoUpdateSettings",
+            Self::PatchSettings | Self::RestoreSettings => "PATCH photoUpdateSettings",
         })
     }
 }
@@ -552,7 +556,7 @@ fn graph_action(
     };
     match status {
         429 => match retry_after {
-            Some(delay) => format!("retry after {}s", delay.as_secs()),
+            Some(delay) => retry_after_action(delay),
             None => "retry later with backoff".to_string(),
         },
         401 if cached_token => {
@@ -565,10 +569,35 @@ fn graph_action(
         ),
         404 => "check the Graph endpoint and that the cloud matches the tenant".to_string(),
         408 | 500..=599 => match retry_after {
-            Some(delay) => format!("retry after {}s", delay.as_secs()),
+            Some(delay) => retry_after_action(delay),
             None => "the operator retries with backoff".to_string(),
         },
-        _ => "check the policy's settings".to_string(),
+        _ => match operation {
+            Operation::RestoreSettings => "Graph rejects the adopted setting that it returned \
+                earlier, so writing it back keeps failing"
+                .to_string(),
+            Operation::PatchSettings => "check the policy's settings".to_string(),
+            _ => "check the tenant ID and the Graph endpoint".to_string(),
+        },
+    }
+}
+
+/// Longest `Retry-After` wait obeyed, both by the operator's requeue and by
+/// the client's hold on further requests. Graph asks for seconds to
+/// minutes, so a longer value more likely comes from a broken proxy.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Describes the wait that a `Retry-After` of `delay` leads to, capped at
+/// [`MAX_RETRY_AFTER`].
+fn retry_after_action(delay: Duration) -> String {
+    if delay > MAX_RETRY_AFTER {
+        format!(
+            "retry after {}s, the maximum wait (the response asked for {}s)",
+            MAX_RETRY_AFTER.as_secs(),
+            delay.as_secs()
+        )
+    } else {
+        format!("retry after {}s", delay.as_secs())
     }
 }
 
@@ -769,6 +798,40 @@ mod tests {
         );
         assert_eq!(err.reason(), reason::THROTTLED);
         assert!(err.to_string().ends_with("retry after 30s"), "{err}");
+    }
+
+    #[test]
+    fn rejected_restore_does_not_blame_the_spec() {
+        let mut err = graph_error(400, false);
+        assert!(
+            err.to_string().ends_with("; check the policy's settings"),
+            "{err}"
+        );
+        if let GraphError::Graph { operation, .. } = &mut err {
+            *operation = Operation::RestoreSettings;
+        }
+        let text = err.to_string();
+        assert!(
+            text.starts_with("PATCH photoUpdateSettings for tenant"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("; Graph rejects the adopted setting that it returned earlier, so writing it back keeps failing"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn retry_after_beyond_maximum_names_wait_used() {
+        let mut err = graph_error(429, false);
+        if let GraphError::Graph { retry_after, .. } = &mut err {
+            *retry_after = Some(Duration::from_secs(7200));
+        }
+        assert!(
+            err.to_string()
+                .ends_with("retry after 3600s, the maximum wait (the response asked for 7200s)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub use client::{ClientBuildError, DEFAULT_TIMEOUT, GraphClient, GraphClientOpti
 pub use cloud::{
     AUTHORITY_HOST_FLAG, Cloud, EndpointOverrides, Endpoints, GRAPH_ENDPOINT_FLAG, InvalidEndpoint,
 };
-pub use error::{ErrorClass, GraphError, Operation, TransportKind, reason};
+pub use error::{ErrorClass, GraphError, MAX_RETRY_AFTER, Operation, TransportKind, reason};
 pub use token::SecretString;
 
 /// Receives the outcome of every HTTP request the client sends, for
