@@ -143,7 +143,7 @@ fn admit_policy(location: Location, value: &Value) -> Result<PhotoUpdatePolicy, 
 /// reject it too instead of skipping it.
 const KNOWN_KINDS: [&str; 2] = ["PhotoUpdatePolicy", "ClusterPhotoUpdatePolicy"];
 
-/// What `plan` and `apply` do with one input document.
+/// Handling of one input document by `plan` and `apply`.
 #[derive(Debug, PartialEq, Eq)]
 enum Document {
     /// A PhotoUpdatePolicy, or a document with no kind (then validation

@@ -528,7 +528,9 @@ async fn extra_ca_file_without_certificate_rejected() {
 /// healthy and managing nothing.
 #[test]
 fn run_rejects_invalid_namespace_names() {
-    let cases: [(&[&str], &[(&str, &str)]); 3] = [
+    // Arguments, and environment variables.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 3] = [
         (&["--namespace", "Bad_NS!"], &[]),
         (&["--credentials-namespace", "Tenant-Secrets"], &[]),
         (&[], &[("PPO_WATCH_NAMESPACE", "Tenants")]),

@@ -499,7 +499,7 @@ async fn revoked_token_retried_at_once() {
 /// token is reported as PermissionDenied, and a 401 for a token issued
 /// during the call is not retried at all.
 #[tokio::test]
-async fn token_retry_only_once_and_only_for_cached_token() {
+async fn token_retry_happens_once() {
     let emulator = Emulator::start(&[]);
     let client = emulator.client();
     emulator

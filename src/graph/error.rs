@@ -583,8 +583,8 @@ fn graph_action(
 }
 
 /// Longest `Retry-After` wait obeyed, both by the operator's requeue and by
-/// the client's hold on further requests. Graph asks for seconds to
-/// minutes, so a longer value more likely comes from a broken proxy.
+/// the client's hold on further requests. Graph requests waits of seconds
+/// to minutes, so a longer value more likely comes from a broken proxy.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Describes the wait that a `Retry-After` of `delay` leads to, capped at
