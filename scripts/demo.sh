@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: a real kube-apiserver and etcd, the Graph emulator and the
 # operator, all on loopback. Applies the five documented settings (one
-# tenant each), waits for them to converge, shows drift being corrected and
-# a bad policy refused, then cleans up.
+# tenant each), waits for them to converge, shows drift being corrected, a
+# bad policy refused and a cluster policy over three tenant Secrets, then
+# cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -51,13 +52,15 @@ echo "emulator at $emulator"
 
 step "installing the CRD and least-privilege RBAC from deploy/kustomize/base/"
 kubectl apply -f deploy/kustomize/base/namespace.yaml -f deploy/kustomize/base/crd.yaml -f deploy/kustomize/base/rbac.yaml
-kubectl wait --for=condition=Established crd/photoupdatepolicies.photopolicy.io --timeout=60s
+kubectl wait --for=condition=Established crd/photoupdatepolicies.photopolicy.io \
+    crd/clusterphotoupdatepolicies.photopolicy.io --timeout=60s
 
 step "starting the operator with its own ServiceAccount token"
 testenv token --kubeconfig "$KUBECONFIG" --namespace photo-policy-system \
     --serviceaccount photo-policy-operator --out "$work/operator.kubeconfig"
 KUBECONFIG="$work/operator.kubeconfig" "$bin/photo-policy-operator" run \
     --authority-host "$emulator" --graph-endpoint "$emulator" \
+    --credentials-namespace photo-policy-tenants \
     --metrics-bind-address 127.0.0.1:0 >"$work/operator.log" 2>&1 &
 pids+=($!)
 
@@ -115,6 +118,32 @@ EOF
     exit 1
 fi
 cat "$work/refused.txt"
+
+step "one cluster policy for a fleet: three tenant Secrets labelled tier=gold"
+# northwind already has a namespaced policy, which wins: it counts as overridden.
+for tenant in northwind litware wingtip; do
+    kubectl -n photo-policy-tenants create secret generic "$tenant" \
+        --from-literal=tenantId="$tenant.onmicrosoft.com" \
+        --from-literal=clientId="$client_id" \
+        --from-literal=clientSecret="$client_secret" --dry-run=client -o yaml | kubectl apply -f -
+    kubectl -n photo-policy-tenants label secret "$tenant" tier=gold --overwrite
+done
+kubectl apply -f - <<EOF
+apiVersion: photopolicy.io/v1alpha1
+kind: ClusterPhotoUpdatePolicy
+metadata:
+  name: gold-tenants
+spec:
+  tenantSelector:
+    matchLabels:
+      tier: gold
+  source: cloud
+  allowedRoles: [GlobalAdministrator]
+EOF
+kubectl wait --for=condition=Ready clusterphotoupdatepolicy/gold-tenants --timeout=120s
+kubectl get clusterphotoupdatepolicies
+settings=$(curl -sf "$emulator/_emulator/tenants/wingtip.onmicrosoft.com/settings")
+echo "wingtip as the emulator holds it: $settings"
 
 step "one-shot plan, with no cluster: what would change if contoso allowed only People Administrators"
 sed 's/^  source: cloud$/  source: cloud\n  allowedRoles: [PeopleAdministrator]/' examples/cloud-all-users.yaml \
