@@ -24,6 +24,10 @@ pub struct RequestContext {
     /// The `client-request-id` header sent by the client, if any.
     pub client_request_id: Option<String>,
     pub arrived_at: Instant,
+    /// Wall-clock time of arrival, for the request log. Latency and fault
+    /// delays come after it, so a client can compare it with the time it
+    /// sent the request.
+    pub arrived_at_wall: jiff::Timestamp,
 }
 
 impl RequestContext {
@@ -36,6 +40,7 @@ impl RequestContext {
             request_id: uuid::Uuid::new_v4().to_string(),
             client_request_id,
             arrived_at: Instant::now(),
+            arrived_at_wall: jiff::Timestamp::now(),
         }
     }
 
