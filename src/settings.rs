@@ -232,3 +232,7 @@ mod tests {
         assert!(!ObservedSettings::default().matches(&want));
     }
 }
+
+#[cfg(test)]
+#[path = "settings_proptests.rs"]
+mod proptests;

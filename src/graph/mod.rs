@@ -8,6 +8,8 @@ mod certificate;
 mod client;
 mod cloud;
 mod error;
+#[cfg(test)]
+mod proptests;
 mod response;
 #[cfg(test)]
 pub(crate) mod test_keys;
