@@ -115,6 +115,7 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
     // another pass.
     let policy_stream = watcher(policies, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(trim_policy)
         .reflect(writer)
         .inspect(move |event| match event {
             Ok(watcher::Event::Delete(policy)) => {
@@ -162,6 +163,17 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
             }
         })
         .await;
+}
+
+/// Annotation in which `kubectl apply` keeps a copy of the whole object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops the parts of a watched policy that the controller never reads,
+/// before the policy enters the cache: `managedFields` (a field tree per
+/// writer, larger than the spec) and kubectl's last-applied copy.
+fn trim_policy(policy: &mut PhotoUpdatePolicy) {
+    policy.managed_fields_mut().clear();
+    policy.annotations_mut().remove(LAST_APPLIED);
 }
 
 /// Lets the start of a deletion through the predicate filter even if the
@@ -792,5 +804,49 @@ impl Context {
             .lock()
             .expect("pending write lock poisoned");
         pending.insert(key.clone(), (desired, Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_keeps_what_the_controller_reads() {
+        let mut policy: PhotoUpdatePolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "photopolicy.io/v1alpha1",
+            "kind": "PhotoUpdatePolicy",
+            "metadata": {
+                "name": "contoso",
+                "namespace": "tenants",
+                "generation": 3,
+                "annotations": {
+                    LAST_APPLIED: "{\"spec\":{}}",
+                    RECONCILE_REQUESTED_AT: "now",
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                                   "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}],
+            },
+            "spec": {
+                "tenantId": "contoso.onmicrosoft.com",
+                "credentials": {"type": "ClientSecret", "clientId": "11111111-2222-3333-4444-555555555555",
+                                "secretRef": {"name": "contoso-graph"}},
+                "source": "cloud",
+            },
+        }))
+        .unwrap();
+        let spec_before = serde_json::to_value(&policy.spec).unwrap();
+        trim_policy(&mut policy);
+        assert!(
+            policy
+                .metadata
+                .managed_fields
+                .unwrap_or_default()
+                .is_empty()
+        );
+        assert!(!policy.annotations().contains_key(LAST_APPLIED));
+        assert_eq!(policy.annotations()[RECONCILE_REQUESTED_AT], "now");
+        assert_eq!(policy.metadata.generation, Some(3));
+        assert_eq!(serde_json::to_value(&policy.spec).unwrap(), spec_before);
     }
 }
