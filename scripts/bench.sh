@@ -6,6 +6,9 @@
 # Settings: BENCH_POLICIES (default 1000), BENCH_LATENCY_MS (50),
 # BENCH_CONCURRENCY (16), BENCH_CHANGES (100), BENCH_THROTTLE (10/60),
 # BENCH_TOKEN_LIFETIME (120), BENCH_PROBES, BENCH_RETRY_AFTER (10).
+# For profiling: BENCH_SKIP_STEADY=1 stops after the throttle phase, and
+# BENCH_OPERATOR_WRAPPER (such as "heaptrack -o /tmp/ppo") runs the
+# operator under that command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -62,7 +62,20 @@ pub fn start_emulator(args: &[String], log: &Path) -> (Process, String) {
 /// pointed at the emulator. Its log goes to `log`.
 pub fn start_operator(kubeconfig: &Path, emulator: &str, concurrency: u16, log: &Path) -> Process {
     let log = std::fs::File::create(log).expect("the operator log file can be created");
-    let child = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"))
+    // A profiler such as `heaptrack` may wrap the operator; its memory
+    // numbers then include the profiler's.
+    let wrapper = std::env::var("BENCH_OPERATOR_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let binary = env!("CARGO_BIN_EXE_photo-policy-operator");
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    let child = command
         .arg("run")
         .args(["--authority-host", emulator, "--graph-endpoint", emulator])
         .args(["--metrics-bind-address", "127.0.0.1:0"])
