@@ -504,9 +504,10 @@ impl Report {
     fn usage(&mut self, usage: processes::Usage) {
         self.rss_mib = usage.peak_rss_kib as f64 / 1024.0;
         let what = format!(
-            "peak RSS {:.1} MiB, RSS at end {:.1} MiB, CPU {:.1}s",
+            "peak RSS {:.1} MiB, RSS at end {:.1} MiB ({:.1} MiB of it from files), CPU {:.1}s",
             self.rss_mib,
             usage.rss_kib as f64 / 1024.0,
+            usage.rss_file_kib as f64 / 1024.0,
             usage.cpu_seconds
         );
         self.row("operator", what, None);

@@ -96,6 +96,8 @@ pub struct Usage {
     pub peak_rss_kib: u64,
     /// Current resident set size (VmRSS), in KiB.
     pub rss_kib: u64,
+    /// The part of VmRSS mapped from files, mostly the binary's code, in KiB.
+    pub rss_file_kib: u64,
     /// User plus system CPU time, in seconds.
     pub cpu_seconds: f64,
 }
@@ -114,6 +116,7 @@ pub fn usage(pid: u32) -> Usage {
     Usage {
         peak_rss_kib: field("VmHWM:"),
         rss_kib: field("VmRSS:"),
+        rss_file_kib: field("RssFile:"),
         cpu_seconds: cpu_seconds(pid),
     }
 }
