@@ -837,13 +837,7 @@ mod tests {
         .unwrap();
         let spec_before = serde_json::to_value(&policy.spec).unwrap();
         trim_policy(&mut policy);
-        assert!(
-            policy
-                .metadata
-                .managed_fields
-                .unwrap_or_default()
-                .is_empty()
-        );
+        assert!(policy.managed_fields().is_empty());
         assert!(!policy.annotations().contains_key(LAST_APPLIED));
         assert_eq!(policy.annotations()[RECONCILE_REQUESTED_AT], "now");
         assert_eq!(policy.metadata.generation, Some(3));

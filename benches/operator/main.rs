@@ -2,12 +2,12 @@
 //! emulator and the real API server named by `KUBECONFIG`, measured against
 //! the fewest requests the job needs.
 //!
-//! Phases: create the Secrets and policies; start the operator and time
-//! the first convergence; change specs and time each change until its PATCH
-//! reaches the emulator; throttle a few tenants once and count requests
-//! sent inside the announced Retry-After; then wait one sync interval and
-//! count the Graph and token requests of each tenant. BENCHMARKS.md
-//! explains each number.
+//! Phases: create the Secrets and policies, then start the operator and
+//! time the first convergence. Next, change specs and time each change
+//! until its PATCH reaches the emulator. Then throttle a few tenants once
+//! and count requests sent inside the announced Retry-After. Last, wait
+//! one sync interval and count each tenant's Graph and token requests.
+//! BENCHMARKS.md explains each number.
 //!
 //! Runs only under `cargo bench` (which passes `--bench`), so that
 //! `cargo test --all-targets` does not start it.
@@ -339,7 +339,7 @@ async fn run_changes(
 }
 
 /// Throttles the next Graph request of each probed tenant with a 429 and
-/// Retry-After, asks for a pass of its policy, and waits until the policy
+/// Retry-After, requests a pass of its policy, and waits until the policy
 /// is back in sync.
 async fn run_probes(
     client: &Client,
