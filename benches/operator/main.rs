@@ -87,9 +87,10 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
+/// Stops the benchmark with `message`. A panic, unlike `process::exit`,
+/// unwinds, so the emulator and the operator are killed on the way out.
 fn fail(message: &str) -> ! {
-    eprintln!("bench: {message}");
-    std::process::exit(1);
+    panic!("bench: {message}");
 }
 
 #[tokio::main]
@@ -153,6 +154,7 @@ async fn main() {
         drop(emulator);
         report.usage(usage);
         report.print();
+        let _ = std::fs::remove_dir_all(&work);
         return;
     }
     let window = SteadyWindow {

@@ -2,32 +2,54 @@
 //! both release builds of this package, each stopped when dropped.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-/// A child process that is killed when dropped.
+/// A child process that is killed when dropped. A wrapped operator runs in
+/// a process group of its own, so that the wrapper (such as heaptrack) and
+/// the operator stop together; other children stay in the driver's group
+/// and so also get a Ctrl-C from the terminal.
 pub struct Process {
     child: Child,
+    own_group: bool,
 }
 
 impl Process {
+    fn spawn(command: &mut Command, own_group: bool) -> Self {
+        if own_group {
+            command.process_group(0);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("{:?} failed to start: {error}", command.get_program()));
+        Process { child, own_group }
+    }
+
     pub fn id(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.signal("-TERM");
         let _ = self.child.wait();
+    }
+
+    /// Sends `signal` to the process, or to its group when it has one.
+    fn signal(&self, signal: &str) {
+        let target = match self.own_group {
+            true => format!("-{}", self.child.id()),
+            false => self.child.id().to_string(),
+        };
+        let _ = Command::new("kill").args([signal, "--", &target]).status();
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            self.signal("-KILL");
             let _ = self.child.wait();
         }
     }
@@ -37,15 +59,16 @@ impl Drop for Process {
 /// base URL. Its log goes to `log`.
 pub fn start_emulator(args: &[String], log: &Path) -> (Process, String) {
     let log = std::fs::File::create(log).expect("the emulator log file can be created");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_graph-emulator"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("graph-emulator starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut process = Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_graph-emulator"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log),
+        false,
+    );
+    let stdout = process.child.stdout.take().expect("stdout is piped");
     let mut line = String::new();
     BufReader::new(stdout)
         .read_line(&mut line)
@@ -55,7 +78,7 @@ pub fn start_emulator(args: &[String], log: &Path) -> (Process, String) {
         .strip_prefix("graph-emulator listening on ")
         .unwrap_or_else(|| panic!("unexpected first line of graph-emulator: {line:?}"))
         .to_string();
-    (Process { child }, url)
+    (process, url)
 }
 
 /// Starts the operator with `kubeconfig` (its own ServiceAccount token),
@@ -75,7 +98,7 @@ pub fn start_operator(kubeconfig: &Path, emulator: &str, concurrency: u16, log: 
         }
         None => Command::new(binary),
     };
-    let child = command
+    command
         .arg("run")
         .args(["--authority-host", emulator, "--graph-endpoint", emulator])
         .args(["--metrics-bind-address", "127.0.0.1:0"])
@@ -83,10 +106,8 @@ pub fn start_operator(kubeconfig: &Path, emulator: &str, concurrency: u16, log: 
         .env("KUBECONFIG", kubeconfig)
         .env_remove("RUST_LOG")
         .stdout(log.try_clone().expect("the log file handle can be cloned"))
-        .stderr(log)
-        .spawn()
-        .expect("the operator starts");
-    Process { child }
+        .stderr(log);
+    Process::spawn(&mut command, !wrapper.is_empty())
 }
 
 /// Memory and CPU use of a running process, from /proc.
