@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build test unit lint demo crds apiserver clean
+.PHONY: all build test unit lint demo bench crds apiserver clean
 
 all: build
 
@@ -28,6 +28,12 @@ lint:
 ## five documented settings and show them converge.
 demo:
 	bash scripts/demo.sh
+
+## Measure the operator, built for release, against the fewest Graph and
+## token requests its job needs: 1,000 policies by default (BENCH_POLICIES),
+## on a local API server and the Graph emulator. See BENCHMARKS.md.
+bench:
+	bash scripts/bench.sh
 
 ## Regenerate the CRDs from the Rust types.
 crds:

@@ -255,3 +255,7 @@ mod tests {
         assert!(!ObservedSettings::default().matches(&want));
     }
 }
+
+#[cfg(test)]
+#[path = "settings_proptests.rs"]
+mod proptests;

@@ -1198,6 +1198,24 @@ async fn latency_delays_every_response() {
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
+#[tokio::test]
+async fn request_log_time_is_arrival_not_response() {
+    let emulator = Emulator::start(&["--latency", "1000"]);
+    let sent = jiff::Timestamp::now();
+    emulator.token().await;
+    let answered = jiff::Timestamp::now();
+    let log = emulator.control_get("/_emulator/requests").await;
+    let time: jiff::Timestamp = log[0]["time"].as_str().unwrap().parse().unwrap();
+    assert!(time >= sent, "logged {time}, sent at {sent}");
+    // The response came 1 s after arrival, so an arrival time lies well
+    // before the answer.
+    let before_answer = answered.duration_since(time);
+    assert!(
+        before_answer >= jiff::SignedDuration::from_millis(900),
+        "logged {time}, answered at {answered}"
+    );
+}
+
 // Drift and consistency.
 
 #[tokio::test]

@@ -9,6 +9,8 @@ mod client;
 mod cloud;
 mod error;
 mod gate;
+#[cfg(test)]
+mod proptests;
 mod response;
 #[cfg(test)]
 pub(crate) mod test_keys;

@@ -219,15 +219,21 @@ fn hand_out(token: &CachedToken, started: Instant) -> Token {
     }
 }
 
+/// Longest lifetime a token is kept for. Entra ID's configurable token
+/// lifetime policies allow at most one day, and a larger `expires_in`
+/// (up to `u64::MAX` seconds) would overflow `Instant`.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Times a token from when it was requested, so clock time spent on the
 /// request counts against its lifetime.
 fn cache_entry(issued: IssuedToken, requested_at: Instant) -> CachedToken {
-    let margin = MAX_REFRESH_MARGIN.min(issued.lifetime / 10);
+    let lifetime = issued.lifetime.min(MAX_TOKEN_LIFETIME);
+    let margin = MAX_REFRESH_MARGIN.min(lifetime / 10);
     CachedToken {
         access_token: issued.access_token,
         requested_at,
-        refresh_at: requested_at + issued.lifetime.saturating_sub(margin),
-        expires_at: requested_at + issued.lifetime,
+        refresh_at: requested_at + lifetime.saturating_sub(margin),
+        expires_at: requested_at + lifetime,
     }
 }
 
@@ -357,6 +363,17 @@ mod tests {
         assert_eq!(key_of("/a/token"), key_of("/a/token"));
         assert_ne!(key_of("/a/token"), key_of("/b/token"));
         assert_ne!(key_of("/a/token"), key(&cache, "/a/token"));
+    }
+
+    #[test]
+    fn huge_lifetime_kept_for_one_day() {
+        let now = Instant::now();
+        let entry = cache_entry(issued("t", u64::MAX), now);
+        assert_eq!(entry.expires_at - now, MAX_TOKEN_LIFETIME);
+        assert_eq!(
+            entry.refresh_at - now,
+            MAX_TOKEN_LIFETIME - MAX_REFRESH_MARGIN
+        );
     }
 
     #[test]

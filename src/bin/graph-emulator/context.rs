@@ -29,6 +29,10 @@ pub struct RequestContext {
     /// Facts known before the handler waits (for a fault's delay), so that
     /// a request whose client gives up during the wait is still logged.
     pending_facts: Arc<Mutex<Option<RequestFacts>>>,
+    /// Wall-clock time of arrival, for the request log. Latency and fault
+    /// delays come after it, so a client can compare it with the time it
+    /// sent the request.
+    pub arrived_at_wall: jiff::Timestamp,
 }
 
 impl RequestContext {
@@ -42,6 +46,7 @@ impl RequestContext {
             client_request_id,
             arrived_at: Instant::now(),
             pending_facts: Arc::default(),
+            arrived_at_wall: jiff::Timestamp::now(),
         }
     }
 

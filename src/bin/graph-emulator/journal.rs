@@ -148,7 +148,7 @@ impl Journal {
         let facts = observation.facts;
         let entry = LogEntry {
             seq: self.next_seq,
-            time: jiff::Timestamp::now().to_string(),
+            time: observation.context.arrived_at_wall.to_string(),
             method: observation.method.to_string(),
             path: observation.path.to_owned(),
             endpoint: match facts.endpoint {
