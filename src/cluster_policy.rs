@@ -224,7 +224,7 @@ pub struct FailingTenant {
     /// PhotoUpdatePolicy, such as SecretKeyMissing or Throttled.
     pub reason: String,
 
-    /// What failed, without any secret value.
+    /// Failure message, without any secret value.
     pub message: String,
 }
 

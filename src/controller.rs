@@ -831,7 +831,8 @@ impl Context {
     /// Returns a Conflict failure when an older policy manages the same
     /// tenant.
     // NOTE: scans every cached policy on each pass, so a first convergence
-    // of n policies costs O(n²); make bench spent 108 s of CPU at 10,000.
+    // of n policies costs O(n²). At 10,000 policies make bench measured
+    // 108 s of CPU.
     fn conflict(&self, policy: &PhotoUpdatePolicy) -> Option<Failure> {
         let store = self.store.get()?;
         let all = store.state();

@@ -10,7 +10,7 @@ fn config() -> ProptestConfig {
     ProptestConfig::with_cases(256)
 }
 
-/// Writes `text` with each ASCII letter upper- or lowercase as `mask` says.
+/// Writes `text` with each ASCII letter upper- or lowercase as the bits of `mask` select.
 fn recase(text: &str, mask: &[bool]) -> String {
     text.chars()
         .zip(mask.iter().cycle())

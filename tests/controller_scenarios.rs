@@ -114,7 +114,7 @@ async fn expect(
     (uri, sent)
 }
 
-/// Answers the status write that a first pass makes before its Graph
+/// Responds to the status write that a first pass makes before its Graph
 /// requests, and checks that it reads as in progress.
 async fn expect_first_pass_status(handle: &mut ApiHandle) {
     let (_, body) = expect(

@@ -1003,7 +1003,7 @@ async fn restore_after_operator_restart() {
     assert_eq!(roles(&fleet.settings(&tenant(0)).await), [GLOBAL_ADMIN]);
 
     // The policy is deleted while no operator runs. The annotation on the
-    // Secret still says what to write back.
+    // Secret still records what to write back.
     fleet.operator.kill();
     fleet.delete_policy(&name).await;
     fleet.restart_operator("cluster-restarted");

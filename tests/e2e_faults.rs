@@ -817,7 +817,7 @@ async fn status_written_over_another_writer() {
 
 /// Creates the policy `p`, which declares `onPremises` for `tenant`, with
 /// its PATCH held 3s in the emulator. Returns once the GET before the PATCH
-/// has been answered, so the PATCH is about to be sent or in flight.
+/// has been responded to, so the PATCH is about to be sent or in flight.
 async fn create_with_slow_write(harness: &Harness, tenant: &str) {
     let rule = json!({"endpoint": "graph", "tenant": tenant, "method": "PATCH",
                       "delayMs": 3000, "count": 1});
@@ -1048,7 +1048,7 @@ fn kubeconfig_through(harness: &Harness, proxy: &Proxy) -> std::path::PathBuf {
 }
 
 /// The operator's watch ends and the version it resumes from has been
-/// compacted away, so the API server answers 410 Gone and the operator
+/// compacted away, so the API server responds 410 Gone and the operator
 /// lists again. The owner of a tenant was deleted while the watch was down:
 /// the next policy for the tenant still takes over at once, not after the
 /// 10 minute retry of its Conflict.

@@ -684,7 +684,7 @@ fn in_cloud(cloud: Cloud) -> Target {
     Target { cloud, ..contoso() }
 }
 
-/// The emulator stands in for the US Government cloud's Graph, so only
+/// The emulator acts as the US Government cloud's Graph, so only
 /// tokens requested for `https://graph.microsoft.us` pass. A token cached for
 /// one cloud must never be sent to another, even for the same tenant,
 /// client and secret.
@@ -764,7 +764,8 @@ async fn retry_after_window_holds_every_caller() {
     else {
         panic!("a deferred request is throttled: {:?}", err.class());
     };
-    assert!(wait > Duration::ZERO && wait <= Duration::from_secs(2));
+    assert!(wait > Duration::ZERO, "{wait:?}");
+    assert!(wait <= Duration::from_secs(2), "{wait:?}");
 
     // Another tenant goes through meanwhile.
     client

@@ -87,7 +87,7 @@ async fn retry_after_of_503_holds_the_tenant() {
     assert_eq!(counter(&emulator, tenant, "retryAfterViolations").await, 0);
 }
 
-/// A 429 of the token endpoint holds token requests, not Graph requests
+/// A 429 of the token endpoint delays token requests, not Graph requests
 /// made with a token already cached.
 #[tokio::test]
 async fn token_retry_after_holds_token_requests() {

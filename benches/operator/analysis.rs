@@ -64,7 +64,7 @@ pub fn count_between(log: &[LogEntry], from: Timestamp, until: Timestamp) -> Cou
     counts
 }
 
-/// How the steady-state window is laid out.
+/// Layout of the steady-state window.
 #[derive(Clone, Copy, Debug)]
 pub struct SteadyWindow {
     /// Time after which no more changes or probes are sent.

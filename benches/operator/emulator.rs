@@ -73,7 +73,7 @@ impl ControlApi {
             .json(&rule)
             .send()
             .await
-            .expect("control API answers");
+            .expect("control API responds");
         assert!(
             response.status().is_success(),
             "POST /_emulator/faults: {}",

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 /// Client ID of the app registration that the emulator accepts in every tenant.
 pub const CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
-/// Client secret of that registration; only the local emulator knows it.
+/// Client secret of that registration, registered only in the local emulator.
 pub const CLIENT_SECRET: &str = "bench-only-secret-5d1e";
 /// Namespace of the benchmark's policies and Secrets.
 pub const NAMESPACE: &str = "bench";
@@ -176,7 +176,7 @@ pub async fn request_pass(client: &Client, kind: Kind, index: usize, value: &str
     .expect("the annotation is accepted");
 }
 
-/// What the watch last saw of one policy.
+/// State of one policy as the watch last saw it.
 #[derive(Clone, Debug, Default)]
 pub struct Seen {
     pub generation: i64,

@@ -214,9 +214,9 @@ fn bearer_grant(emulator: &Emulator, headers: &HeaderMap) -> Result<Grant, Beare
     Ok(grant)
 }
 
-/// Returns whether a token issued for `audience` may call this Graph: any
-/// audience without `--graph-audience`; with it, that resource, Graph's
-/// application ID (which names Graph in every cloud) or the emulator itself.
+/// Returns whether a token issued for `audience` may call this Graph. Without
+/// `--graph-audience` any audience may. With it, that resource, Graph's
+/// application ID (which names Graph in every cloud) or the emulator may.
 fn audience_accepted(config: &Config, audience: &str) -> bool {
     match &config.graph_audience {
         None => true,
