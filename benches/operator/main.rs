@@ -201,10 +201,10 @@ fn emulator_args(config: &Config) -> Vec<String> {
     ]
 }
 
-/// Installs the CRD and RBAC from `deploy/` and returns a kubeconfig with
-/// the operator's ServiceAccount token.
+/// Installs the namespace, CRDs and RBAC of `deploy/kustomize/base` and
+/// returns a kubeconfig with the operator's ServiceAccount token.
 fn install(work: &Path) -> PathBuf {
-    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kustomize/base");
     run(Command::new("kubectl").args([
         "apply",
         "-f",
