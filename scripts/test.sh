@@ -23,6 +23,9 @@ trap 'tests/apiserver/env.sh stop' EXIT
 # The end-to-end suite runs only when asked, so that a stray KUBECONFIG on
 # a developer's machine is never touched by accident.
 export PPO_E2E=1
+# The benchmark driver runs once with a few policies, to check that it
+# still works and that its request counts hold (no timing is checked).
+export PPO_BENCH_SMOKE=1
 
 echo "== cargo test"
 cargo test --all-targets

@@ -1,12 +1,12 @@
 //! Kubernetes wiring: watches, the reconcile entry point, the status write
 //! and Events. Graph details live in `graph` and `reconcile`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -20,6 +20,7 @@ use rand::Rng;
 use tracing::{info, warn};
 
 use crate::conditions::{self, READY, SYNCED, reason};
+use crate::credentials::CredentialCache;
 use crate::graph::{ErrorClass, GraphClient, Target};
 use crate::metrics::Metrics;
 use crate::ownership;
@@ -31,6 +32,7 @@ use crate::reconcile::{
     self, Failure, Outcome, build_status, converge, describe, describe_desired, observed_status,
 };
 use crate::restore::{self, DeletionStep};
+use crate::secret_cache::SecretName;
 use crate::settings::DesiredSettings;
 
 /// Field manager name for status writes and the Event reporter.
@@ -80,6 +82,8 @@ pub struct Context {
     /// Receives the tenant of every namespaced policy event, so that the
     /// cluster policy controller notices overrides that start or end.
     tenant_events: OnceLock<futures::channel::mpsc::UnboundedSender<ownership::TenantKey>>,
+    /// Credentials built from Secrets, valid while a Secret is unchanged.
+    credentials: CredentialCache,
 }
 
 impl Context {
@@ -98,6 +102,7 @@ impl Context {
             pending_writes: Mutex::default(),
             policies_listed: AtomicBool::new(false),
             tenant_events: OnceLock::new(),
+            credentials: CredentialCache::default(),
         }
     }
 
@@ -206,10 +211,10 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
                 .combine(deleting),
             Default::default(),
         );
-    // Deletions count too, so a policy whose Secret is gone reports it.
-    let secret_stream = watcher(secrets, list_config())
-        .default_backoff()
-        .touched_objects();
+    let secret_stream = secret_changes(
+        watcher(secrets, list_config()).default_backoff(),
+        context.clone(),
+    );
 
     let store = reader.clone();
     Controller::for_stream(policy_stream, reader)
@@ -232,6 +237,83 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
             }
         })
         .await;
+}
+
+/// Turns the Secret metadata watch into the Secrets whose change should
+/// start a pass of the policies that use them: a new resourceVersion, or a
+/// deletion (so a policy whose Secret is gone reports it). Keeps the
+/// credential cache's versions current on the way.
+///
+/// The first list starts no pass, because every policy gets its first pass
+/// from the policy watch anyway. A relist (after the watch expired) starts
+/// passes only for Secrets that changed or went away meanwhile.
+fn secret_changes(
+    events: impl Stream<Item = Result<watcher::Event<SecretMeta>, watcher::Error>>,
+    context: Arc<Context>,
+) -> impl Stream<Item = Result<SecretMeta, watcher::Error>> {
+    let mut listed_before = false;
+    let mut relisted = HashSet::new();
+    events
+        .map(move |event| {
+            let cache = &context.credentials;
+            let changed: Vec<SecretMeta> = match event {
+                Err(error) => return vec![Err(error)],
+                Ok(watcher::Event::Init) => {
+                    relisted.clear();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(secret)) => {
+                    let key = secret_key(&secret);
+                    let changed = cache.seen(&key, &resource_version(&secret));
+                    relisted.insert(key);
+                    if changed && listed_before {
+                        vec![secret]
+                    } else {
+                        Vec::new()
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let gone = cache.keep_only(&std::mem::take(&mut relisted));
+                    let first = !listed_before;
+                    listed_before = true;
+                    if first {
+                        Vec::new()
+                    } else {
+                        gone.into_iter().map(secret_meta).collect()
+                    }
+                }
+                Ok(watcher::Event::Apply(secret)) => {
+                    cache.seen(&secret_key(&secret), &resource_version(&secret));
+                    vec![secret]
+                }
+                Ok(watcher::Event::Delete(secret)) => {
+                    cache.gone(&secret_key(&secret));
+                    vec![secret]
+                }
+            };
+            changed.into_iter().map(Ok).collect()
+        })
+        .flat_map(futures::stream::iter)
+}
+
+type SecretMeta = PartialObjectMeta<Secret>;
+
+fn secret_key(secret: &SecretMeta) -> SecretName {
+    (secret.namespace().unwrap_or_default(), secret.name_any())
+}
+
+/// The Secret's resourceVersion; empty if the API server sent none, which
+/// then never matches a read.
+fn resource_version(secret: &SecretMeta) -> String {
+    secret.resource_version().unwrap_or_default()
+}
+
+/// Metadata naming a Secret that is gone, for the Secret-to-policy mapper.
+fn secret_meta((namespace, name): SecretName) -> SecretMeta {
+    let mut secret = SecretMeta::default();
+    secret.metadata.namespace = Some(namespace);
+    secret.metadata.name = Some(name);
+    secret
 }
 
 /// Returns the policies of `before` whose UID is not in `after`.
@@ -365,7 +447,7 @@ async fn sync(
         Ok(desired) => desired,
         Err(error) => return failure(Failure::permanent(reason::INVALID_SPEC, error.to_string())),
     };
-    let target = match load_target(policy, namespace, &context.client).await {
+    let target = match load_target(policy, namespace, context).await {
         Ok(target) => target,
         Err(failed) => return failure(failed),
     };
@@ -587,7 +669,7 @@ async fn restore_tenant(
         ),
         class,
     };
-    let target = load_target(policy, namespace, &context.client)
+    let target = load_target(policy, namespace, context)
         .await
         .map_err(|f| failed(&f.message, f.class))?;
     let body = restore::restore_body(adopted);
@@ -652,9 +734,9 @@ fn failure(failure: Failure) -> Outcome {
 async fn load_target(
     policy: &PhotoUpdatePolicy,
     namespace: &str,
-    client: &Client,
+    context: &Context,
 ) -> Result<Target, Failure> {
-    crate::credentials::load_target(policy, namespace, client).await
+    crate::credentials::load_target(policy, namespace, &context.client, &context.credentials).await
 }
 
 /// Writes the status when it changed and publishes Events for what a user

@@ -18,6 +18,7 @@ use crate::graph::{
 };
 use crate::policy::{CredentialType, Credentials, PhotoUpdatePolicy, SecretKeyRef};
 use crate::reconcile::Failure;
+use crate::secret_cache::SecretCache;
 
 /// Environment variable that names the federated token file for
 /// `WorkloadIdentity`. The Azure workload identity webhook sets it.
@@ -36,24 +37,40 @@ pub const TLS_CERTIFICATE_KEY: &str = "tls.crt";
 /// Key of the PEM private key in a ClientCertificate Secret.
 pub const TLS_PRIVATE_KEY_KEY: &str = "tls.key";
 
+/// What a policy builds from its Secret: the credential, or why the Secret
+/// cannot serve as one.
+pub type CredentialCache = SecretCache<Result<Credential, Failure>>;
+
 /// Reads the policy's credential and builds the Graph target. ClientSecret
-/// and ClientCertificate read a Secret, and WorkloadIdentity reads none.
+/// and ClientCertificate read a Secret, unless `cache` holds what was built
+/// from the Secret's current resourceVersion; WorkloadIdentity reads none.
 pub async fn load_target(
     policy: &PhotoUpdatePolicy,
     namespace: &str,
     client: &Client,
+    cache: &CredentialCache,
 ) -> Result<Target, Failure> {
     let credentials = &policy.spec.credentials;
     let credential = match credentials.kind {
         CredentialType::ClientSecret => {
             let secret_ref = required_secret_ref(credentials, "ClientSecret")?;
-            let secret = read_secret(client, namespace, &secret_ref.name).await?;
-            client_secret(&secret, namespace, secret_ref)?
+            let use_ = format!("ClientSecret/{}", secret_ref.key);
+            from_secret(client, cache, namespace, &secret_ref.name, &use_, |secret| {
+                client_secret(secret, namespace, secret_ref)
+            })
+            .await?
         }
         CredentialType::ClientCertificate => {
             let secret_ref = required_secret_ref(credentials, "ClientCertificate")?;
-            let secret = read_secret(client, namespace, &secret_ref.name).await?;
-            client_certificate(&secret, namespace, &secret_ref.name)?
+            from_secret(
+                client,
+                cache,
+                namespace,
+                &secret_ref.name,
+                "ClientCertificate",
+                |secret| client_certificate(secret, namespace, &secret_ref.name),
+            )
+            .await?
         }
         CredentialType::WorkloadIdentity => {
             workload_identity(credentials, std::env::var_os(FEDERATED_TOKEN_FILE_VAR))?
@@ -78,6 +95,28 @@ fn required_secret_ref<'a>(
             format!("credentials.secretRef is required when credentials.type is {kind}"),
         )
     })
+}
+
+/// Returns what `build` makes of Secret `namespace/name`, from `cache` when
+/// the Secret has not changed since, else from a read of the Secret.
+async fn from_secret(
+    client: &Client,
+    cache: &CredentialCache,
+    namespace: &str,
+    name: &str,
+    use_: &str,
+    build: impl FnOnce(&Secret) -> Result<Credential, Failure>,
+) -> Result<Credential, Failure> {
+    let key = (namespace.to_string(), name.to_string());
+    if let Some(built) = cache.get(&key, use_, None) {
+        return built;
+    }
+    let secret = read_secret(client, namespace, name).await?;
+    let built = build(&secret);
+    if let Some(version) = &secret.metadata.resource_version {
+        cache.put(&key, use_, version, built.clone());
+    }
+    built
 }
 
 /// Reads a Secret of the policy's namespace.

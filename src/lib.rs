@@ -15,6 +15,7 @@ pub mod ownership;
 pub mod policy;
 pub mod reconcile;
 pub mod restore;
+pub mod secret_cache;
 pub mod settings;
 pub mod telemetry;
 pub mod validation;

@@ -79,10 +79,17 @@ struct RunArgs {
     #[arg(long, env = "PPO_WATCH_NAMESPACE", value_name = "NS",
           value_parser = validation::parse_namespace)]
     namespace: Option<String>,
-    /// Maximum number of policies reconciled at the same time.
-    #[arg(long, default_value_t = 16, value_name = "N",
+    /// Maximum number of policies (and tenants of cluster policies, each
+    /// kind on its own) reconciled at the same time.
+    #[arg(long, default_value_t = 32, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_reconciles: u16,
+    /// Maximum number of Graph and token requests in flight at the same
+    /// time, over all tenants. A pass holds a slot only while its request is
+    /// on the wire, not while it reads a Secret or writes a status.
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_graph_requests: u16,
     /// Address for /metrics, /healthz and /readyz. Port 0 picks a free port.
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
     metrics_bind_address: std::net::SocketAddr,
@@ -174,7 +181,11 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {}", args.metrics_bind_address))?;
     info!(%address, "serving /metrics, /healthz and /readyz");
-    let graph = graph_client(&args.graph, Some(metrics.clone()))?;
+    let graph = graph_client(
+        &args.graph,
+        Some(metrics.clone()),
+        Some(args.max_concurrent_graph_requests.into()),
+    )?;
     let client = kube::Client::try_default()
         .await
         .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
@@ -273,7 +284,7 @@ async fn one_shot(args: OneShotArgs, mode: Mode) -> anyhow::Result<u8> {
     telemetry::init(args.graph.log_format, "warn");
     let policies = oneshot::load_policies(&args.file)?;
     let credentials = oneshot::credentials_from_env(&policies)?;
-    let graph = graph_client(&args.graph, None)?;
+    let graph = graph_client(&args.graph, None, None)?;
     let verify = Duration::from_secs(args.verify_timeout);
     let code = oneshot::run(&graph, &policies, &credentials, mode, verify).await;
     Ok(code as u8)
@@ -282,6 +293,7 @@ async fn one_shot(args: OneShotArgs, mode: Mode) -> anyhow::Result<u8> {
 fn graph_client(
     args: &GraphArgs,
     observer: Option<Arc<dyn RequestObserver>>,
+    max_in_flight: Option<usize>,
 ) -> anyhow::Result<GraphClient> {
     let endpoints = EndpointOverrides::parse(
         args.authority_host.as_deref(),
@@ -291,6 +303,7 @@ fn graph_client(
         endpoints,
         timeout: Duration::from_secs(args.request_timeout),
         observer,
+        max_in_flight,
         ..GraphClientOptions::default()
     };
     if let Some(path) = &args.extra_ca_file {

@@ -199,6 +199,46 @@ async fn concurrent_calls_share_one_token_request() {
     assert_eq!(emulator.total_token_requests().await, 1);
 }
 
+/// Reads eight tenants at once through a client that allows `limit`
+/// requests in flight, and returns the most the emulator saw at once.
+async fn most_in_flight(limit: Option<usize>) -> u64 {
+    let emulator = Emulator::start(&[
+        "--latency",
+        "150",
+        "--client",
+        &format!("*:{CLIENT_ID}:{SECRET}"),
+    ]);
+    let client = GraphClient::new(GraphClientOptions {
+        max_in_flight: limit,
+        ..emulator.options()
+    })
+    .expect("client builds");
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let client = client.clone();
+            let target = Target {
+                tenant_id: format!("tenant-{i}.onmicrosoft.com"),
+                ..contoso()
+            };
+            tokio::spawn(async move { client.get_settings(&target).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(client.token_requests(), 8);
+    assert_eq!(client.graph_requests(), 8);
+    let stats = emulator.control(reqwest::Method::GET, "stats", None).await;
+    stats["maxInFlight"].as_u64().expect("stats carry maxInFlight")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_limit_holds_across_tenants() {
+    assert_eq!(most_in_flight(Some(3)).await, 3);
+    // The same load without a limit: the emulator's count does see more.
+    assert!(most_in_flight(None).await > 3);
+}
+
 #[tokio::test]
 async fn round_trip_documented_settings() {
     let emulator = Emulator::start(&[]);

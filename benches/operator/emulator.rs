@@ -50,6 +50,15 @@ impl ControlApi {
             .expect("stats carry totals.retryAfterViolations")
     }
 
+    /// Returns `maxInFlight` of `GET /_emulator/stats`: the most requests
+    /// the emulator handled at once.
+    pub async fn max_in_flight(&self) -> u64 {
+        let stats = self.get("/_emulator/stats").await;
+        stats["maxInFlight"]
+            .as_u64()
+            .expect("stats carry maxInFlight")
+    }
+
     /// Returns the `throttled` total of `GET /_emulator/stats`.
     pub async fn throttled(&self) -> u64 {
         let stats = self.get("/_emulator/stats").await;

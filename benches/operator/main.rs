@@ -43,7 +43,11 @@ struct Config {
     kind: Kind,
     policies: usize,
     latency_ms: u64,
+    /// `--max-concurrent-graph-requests`: the allowed concurrency of the
+    /// bound.
     concurrency: u16,
+    /// `--max-concurrent-reconciles`, when set; else the operator's default.
+    reconciles: Option<u16>,
     changes: usize,
     change_spacing: Duration,
     throttle: String,
@@ -60,6 +64,9 @@ impl Config {
             policies,
             latency_ms: env_number("BENCH_LATENCY_MS", 50),
             concurrency: env_number("BENCH_CONCURRENCY", 16),
+            reconciles: std::env::var("BENCH_RECONCILES")
+                .ok()
+                .map(|_| env_number("BENCH_RECONCILES", 0)),
             changes: env_number("BENCH_CHANGES", 100).min(policies / 2),
             change_spacing: Duration::from_millis(env_number("BENCH_CHANGE_SPACING_MS", 200)),
             throttle: std::env::var("BENCH_THROTTLE").unwrap_or_else(|_| "10/60".into()),
@@ -70,11 +77,45 @@ impl Config {
     }
 
     /// Fastest possible first convergence: every first-pass request waits
-    /// for the emulator's latency, with at most `concurrency` passes at a
-    /// time.
+    /// for the emulator's latency, with at most `concurrency` requests in
+    /// flight.
     fn converge_bound(&self) -> Duration {
         let calls = (self.policies * FIRST_PASS_REQUESTS) as u64;
         Duration::from_millis(calls * self.latency_ms / u64::from(self.concurrency))
+    }
+}
+
+impl Config {
+    /// A few policies, for `make test` (PPO_BENCH_SMOKE=1), which checks
+    /// that the benchmark still runs and that its counts hold, and says
+    /// nothing about speed.
+    fn smoke() -> Self {
+        Config {
+            kind: Kind::PhotoUpdatePolicy,
+            policies: 6,
+            latency_ms: 20,
+            concurrency: 2,
+            reconciles: Some(4),
+            changes: 2,
+            change_spacing: Duration::from_millis(100),
+            throttle: "10/60".into(),
+            token_lifetime: Duration::from_secs(120),
+            probes: 1,
+            retry_after: 2,
+        }
+    }
+
+    /// The operator's concurrency flags.
+    fn operator_limits(&self) -> Vec<String> {
+        let mut flags = vec![
+            "--max-concurrent-graph-requests".to_string(),
+            self.concurrency.to_string(),
+        ];
+        if let Some(reconciles) = self.reconciles {
+            flags.push("--max-concurrent-reconciles".into());
+            flags.push(reconciles.to_string());
+        }
+        flags
     }
 }
 
@@ -95,11 +136,15 @@ fn fail(message: &str) -> ! {
 
 #[tokio::main]
 async fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
+    let smoke = std::env::var("PPO_BENCH_SMOKE").as_deref() == Ok("1");
+    let config = if std::env::args().any(|arg| arg == "--bench") {
+        Config::from_env()
+    } else if smoke {
+        Config::smoke()
+    } else {
         eprintln!("skipped the operator benchmark: run it with `make bench`");
         return;
-    }
-    let config = Config::from_env();
+    };
     let work = std::env::temp_dir().join(format!("ppo-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).expect("the work directory can be created");
     let client = Client::try_default()
@@ -129,7 +174,7 @@ async fn main() {
     let operator = processes::start_operator(
         &operator_kubeconfig,
         &url,
-        config.concurrency,
+        &config.operator_limits(),
         &work.join("operator.log"),
     );
     let converge_timeout = (config.converge_bound() * 10).max(Duration::from_secs(180));
@@ -138,7 +183,7 @@ async fn main() {
     let converge_time = duration_between(started, converged_at);
     let log = control.requests().await;
     let first = count_between(&log, started, converged_at + SignedDuration::from_millis(1));
-    report.converge(converge_time, first);
+    report.converge(converge_time, &first, control.max_in_flight().await);
 
     let changed = pick_changed(&ready, config.changes);
     let change_delays = run_changes(&client, &config, &control, &tracker, &changed).await;
@@ -147,14 +192,23 @@ async fn main() {
     let probed = pick_probed(&ready, &changed, config.probes);
     run_probes(&client, &config, &control, &tracker, &probed).await;
 
-    if std::env::var("BENCH_SKIP_STEADY").as_deref() == Ok("1") {
-        // For profiling runs: no steady-state numbers.
+    if smoke || std::env::var("BENCH_SKIP_STEADY").as_deref() == Ok("1") {
+        // For profiling runs and the smoke run: no steady-state numbers.
+        report.probes(
+            probed.len(),
+            control.throttled().await,
+            control.retry_after_violations().await,
+        );
         let usage = processes::usage(operator.id());
         operator.stop();
         drop(emulator);
         report.usage(usage);
         report.print();
         let _ = std::fs::remove_dir_all(&work);
+        if smoke {
+            check_smoke(&report, &first, &config);
+            workload::delete_all(&client, config.kind).await;
+        }
         return;
     }
     let window = SteadyWindow {
@@ -270,6 +324,35 @@ async fn wait_all_ready(
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Fails the smoke run when a count that does not depend on the machine's
+/// speed is off.
+fn check_smoke(report: &Report, first: &Counts, config: &Config) {
+    let policies = config.policies;
+    let problems = [
+        (first.tokens != policies, "a first pass did not take exactly one token"),
+        (first.patches != policies, "a first pass did not write exactly once"),
+        (first.gets < 2 * policies, "a first pass did not read before and after its write"),
+        (first.throttled != 0, "the operator was throttled while converging"),
+        (
+            report.max_in_flight > u64::from(config.concurrency),
+            "more Graph requests were in flight than --max-concurrent-graph-requests",
+        ),
+        (report.violations != 0, "a request was sent inside a Retry-After window"),
+        (
+            report.change_p99_ms.is_none_or(f64::is_infinite),
+            "a spec change never reached Graph",
+        ),
+    ];
+    let failed: Vec<&str> = problems
+        .iter()
+        .filter(|(bad, _)| *bad)
+        .map(|(_, what)| *what)
+        .collect();
+    if !failed.is_empty() {
+        fail(&format!("smoke run: {}", failed.join("; ")));
     }
 }
 
@@ -407,6 +490,7 @@ struct Report {
     token_ratio: f64,
     rss_mib: f64,
     violations: u64,
+    max_in_flight: u64,
 }
 
 impl Report {
@@ -421,12 +505,16 @@ impl Report {
             token_ratio: f64::NAN,
             rss_mib: 0.0,
             violations: 0,
+            max_in_flight: 0,
         };
         let setup = format!(
-            "{} policies, latency {} ms, concurrency {}, throttle {} per tenant, token lifetime {}s",
+            "{} policies, latency {} ms, Graph requests in flight {}, reconciles {}, throttle {} per tenant, token lifetime {}s",
             config.policies,
             config.latency_ms,
             config.concurrency,
+            config
+                .reconciles
+                .map_or("default".to_string(), |n| n.to_string()),
             config.throttle,
             config.token_lifetime.as_secs()
         );
@@ -442,11 +530,13 @@ impl Report {
         self.rows.push((phase.into(), what, took));
     }
 
-    fn converge(&mut self, took: Duration, counts: Counts) {
+    fn converge(&mut self, took: Duration, counts: &Counts, max_in_flight: u64) {
+        self.max_in_flight = max_in_flight;
         self.converge_ratio = took.as_secs_f64() / self.bound.as_secs_f64();
         let minimum = self.policies * FIRST_PASS_REQUESTS;
         let what = format!(
-            "{} requests (minimum {minimum}): token {}, GET {}, PATCH {}, 429 {}; bound {:.1}s",
+            "{} requests (minimum {minimum}): token {}, GET {}, PATCH {}, 429 {}; \
+             at most {max_in_flight} in flight; bound {:.1}s",
             counts.tokens + counts.graph,
             counts.tokens,
             counts.gets,

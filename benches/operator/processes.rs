@@ -82,8 +82,9 @@ pub fn start_emulator(args: &[String], log: &Path) -> (Process, String) {
 }
 
 /// Starts the operator with `kubeconfig` (its own ServiceAccount token),
-/// pointed at the emulator. Its log goes to `log`.
-pub fn start_operator(kubeconfig: &Path, emulator: &str, concurrency: u16, log: &Path) -> Process {
+/// pointed at the emulator, with `limits` as its concurrency flags. Its log
+/// goes to `log`.
+pub fn start_operator(kubeconfig: &Path, emulator: &str, limits: &[String], log: &Path) -> Process {
     let log = std::fs::File::create(log).expect("the operator log file can be created");
     // A profiler such as `heaptrack` may wrap the operator; its memory
     // numbers then include the profiler's.
@@ -102,7 +103,7 @@ pub fn start_operator(kubeconfig: &Path, emulator: &str, concurrency: u16, log: 
         .arg("run")
         .args(["--authority-host", emulator, "--graph-endpoint", emulator])
         .args(["--metrics-bind-address", "127.0.0.1:0"])
-        .args(["--max-concurrent-reconciles", &concurrency.to_string()])
+        .args(limits)
         .env("KUBECONFIG", kubeconfig)
         .env_remove("RUST_LOG")
         .stdout(log.try_clone().expect("the log file handle can be cloned"))

@@ -39,6 +39,7 @@ use crate::ownership::{self, TenantKey};
 use crate::policy::ObservedStatus;
 use crate::reconcile::{self, Failure, Outcome, converge, describe, observed_status};
 use crate::restore;
+use crate::secret_cache::SecretCache;
 use crate::settings::DesiredSettings;
 
 /// Configuration of the cluster policy controller.
@@ -95,7 +96,18 @@ pub struct ClusterContext {
     /// Last status written per policy UID.
     written: Mutex<HashMap<String, ClusterPhotoUpdatePolicyStatus>>,
     changed: tokio::sync::Notify,
+    /// What each tenant Secret's data yields, valid while its
+    /// resourceVersion stays the same.
+    built: SecretCache<TenantInput>,
 }
+
+/// What a pass needs from a tenant Secret's data: the tenant it names (for
+/// the fleet status, even when the Secret is otherwise unusable) and its
+/// Graph target, or why there is none.
+type TenantInput = (Option<String>, Result<Target, Failure>);
+
+/// The one use of a tenant Secret, for [`SecretCache`].
+const TENANT_USE: &str = "tenant";
 
 /// Runs the cluster policy controller and its status task until SIGTERM or
 /// Ctrl-C.
@@ -126,6 +138,7 @@ pub async fn run(shared: Arc<Context>, options: ClusterOptions) {
         pending_writes: Mutex::default(),
         events: Mutex::default(),
         written: Mutex::default(),
+        built: SecretCache::default(),
         changed: tokio::sync::Notify::new(),
     });
 
@@ -253,8 +266,8 @@ pub async fn reconcile_tenant(
         return Ok(Action::await_change());
     }
 
-    let full = match context.read_secret(&name).await {
-        Ok(Some(full)) => full,
+    let (tenant, target) = match context.tenant_input(&secret).await {
+        Ok(Some(input)) => input,
         Ok(None) => {
             context.record(&name, Vec::new());
             return Ok(Action::await_change());
@@ -266,10 +279,6 @@ pub async fn reconcile_tenant(
             return Ok(requeue);
         }
     };
-
-    let tenant = credentials::secret_tenant_id(&full);
-    let token_file = std::env::var_os(FEDERATED_TOKEN_FILE_VAR);
-    let target = credentials::tenant_target(&full, &context.namespace, &name, token_file);
     let overriding = match &target {
         Ok(target) => context.override_of(&name, target),
         Err(_) => None,
@@ -730,6 +739,34 @@ impl ClusterContext {
         self.policies.get(&ObjectRef::new(name))
     }
 
+    /// Returns what the Secret's data yields: from the cache when the
+    /// Secret still has the resourceVersion of the last read, else from a
+    /// new read. `Ok(None)` when the Secret is gone.
+    async fn tenant_input(&self, secret: &SecretMeta) -> Result<Option<TenantInput>, Failure> {
+        let name = secret.name_any();
+        let key = (self.namespace.clone(), name.clone());
+        let version = secret.resource_version();
+        if let Some(input) = version
+            .as_deref()
+            .and_then(|version| self.built.get(&key, TENANT_USE, Some(version)))
+        {
+            return Ok(Some(input));
+        }
+        let Some(full) = self.read_secret(&name).await? else {
+            return Ok(None);
+        };
+        let tenant = credentials::secret_tenant_id(&full);
+        let token_file = std::env::var_os(FEDERATED_TOKEN_FILE_VAR);
+        let target = credentials::tenant_target(&full, &self.namespace, &name, token_file);
+        let input = (tenant, target);
+        if let Some(version) = &full.metadata.resource_version {
+            // Replaces what an older version yielded.
+            self.built.gone(&key);
+            self.built.put(&key, TENANT_USE, version, input.clone());
+        }
+        Ok(Some(input))
+    }
+
     /// Reads a tenant Secret with its data. `Ok(None)` when it is gone.
     async fn read_secret(&self, name: &str) -> Result<Option<Secret>, Failure> {
         let api: Api<Secret> = Api::namespaced(self.shared.client.clone(), &self.namespace);
@@ -858,6 +895,7 @@ impl ClusterContext {
 
     fn forget_secret(&self, secret: &SecretMeta) {
         let name = secret.name_any();
+        self.built.gone(&(self.namespace.clone(), name.clone()));
         self.results
             .lock()
             .expect("results lock poisoned")

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{ACCEPT, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 use url::Url;
 
 use super::assertion::{AssertionRequest, JWT_BEARER, client_assertion};
@@ -49,6 +50,9 @@ pub struct GraphClientOptions {
     pub user_agent: String,
     /// Told about every request's outcome, for metrics.
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// Most Graph and token requests in flight at once, over all tenants.
+    /// `None`: no limit beyond one request at a time per tenant.
+    pub max_in_flight: Option<usize>,
 }
 
 impl Default for GraphClientOptions {
@@ -59,6 +63,7 @@ impl Default for GraphClientOptions {
             extra_root_certificates: Vec::new(),
             user_agent: concat!("photo-policy-operator/", env!("CARGO_PKG_VERSION")).to_string(),
             observer: None,
+            max_in_flight: None,
         }
     }
 }
@@ -105,6 +110,8 @@ struct Inner {
     graph_requests: AtomicU64,
     observer: Option<Arc<dyn RequestObserver>>,
     retry_after: RetryAfterWindows,
+    /// Permits for requests in flight, when the options set a limit.
+    in_flight: Option<Semaphore>,
 }
 
 /// Ends of the `Retry-After` waits that responses asked for, per endpoint
@@ -213,6 +220,7 @@ impl GraphClient {
             extra_root_certificates,
             user_agent,
             observer,
+            max_in_flight,
         } = options;
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
@@ -234,6 +242,7 @@ impl GraphClient {
                 graph_requests: AtomicU64::new(0),
                 observer,
                 retry_after: RetryAfterWindows::default(),
+                in_flight: max_in_flight.map(|limit| Semaphore::new(limit.max(1))),
             }),
         })
     }
@@ -385,7 +394,7 @@ impl GraphClient {
             return Err(error);
         }
         self.inner.graph_requests.fetch_add(1, Ordering::Relaxed);
-        let received = call.execute(request).await;
+        let received = self.send(&call, request).await;
         self.observe(operation, &received);
         let received = received?;
         if !received.status.is_success() {
@@ -399,6 +408,26 @@ impl GraphClient {
             client_request_id: call.client_request_id,
             body: received.body,
         })
+    }
+
+    /// Sends one request once the in-flight limit allows it. The permit is
+    /// held only while the request is on the wire, so callers busy with
+    /// anything else (the API server, a signature) leave it to others.
+    async fn send(
+        &self,
+        call: &GraphCall<'_>,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Received, GraphError> {
+        let _permit = match &self.inner.in_flight {
+            Some(limit) => Some(
+                limit
+                    .acquire()
+                    .await
+                    .expect("the in-flight semaphore is never closed"),
+            ),
+            None => None,
+        };
+        call.execute(request).await
     }
 
     /// Reports a request's outcome to the observer.
@@ -437,7 +466,7 @@ impl GraphClient {
             return Err(error);
         }
         self.inner.token_requests.fetch_add(1, Ordering::Relaxed);
-        let received = call.execute(request).await;
+        let received = self.send(&call, request).await;
         self.observe(Operation::TokenRequest, &received);
         let received = received?;
         if !received.status.is_success() {

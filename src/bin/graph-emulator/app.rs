@@ -40,6 +40,7 @@ async fn observe(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let is_control = path == "/_emulator" || path.starts_with("/_emulator/");
+    let _in_flight = (!is_control).then(|| InFlight::enter(emulator.clone()));
     let mut unanswered = Unanswered {
         emulator: emulator.clone(),
         context: context.clone(),
@@ -74,6 +75,23 @@ async fn observe(
         emulator.journal().record(&observation);
     }
     response
+}
+
+/// A Graph or token request being handled, counted from arrival until it
+/// is answered or its client goes away.
+struct InFlight(Arc<Emulator>);
+
+impl InFlight {
+    fn enter(emulator: Arc<Emulator>) -> Self {
+        emulator.journal().request_started();
+        InFlight(emulator)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.journal().request_finished();
+    }
 }
 
 /// Logs and counts a request whose client closed the connection before the

@@ -50,9 +50,13 @@ pub struct Counters {
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Stats {
     pub totals: Counters,
     pub tenants: BTreeMap<String, Counters>,
+    /// The most Graph and token requests being handled at the same time,
+    /// from arrival to response (latency included).
+    pub max_in_flight: u64,
 }
 
 /// A finished request, as the middleware reports it.
@@ -74,6 +78,8 @@ pub struct Journal {
     stats: Stats,
     /// When the latest Retry-After sent to each (endpoint, tenant) ends.
     retry_after_until: HashMap<(Endpoint, String), Instant>,
+    /// Graph and token requests being handled now.
+    in_flight: u64,
 }
 
 impl Journal {
@@ -85,7 +91,19 @@ impl Journal {
             entries: VecDeque::new(),
             stats: Stats::default(),
             retry_after_until: HashMap::new(),
+            in_flight: 0,
         }
+    }
+
+    /// Counts a Graph or token request that has arrived.
+    pub fn request_started(&mut self) {
+        self.in_flight += 1;
+        self.stats.max_in_flight = self.stats.max_in_flight.max(self.in_flight);
+    }
+
+    /// Counts a request as finished, answered or not.
+    pub fn request_finished(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 
     pub fn entries(&self) -> Vec<LogEntry> {
@@ -101,7 +119,10 @@ impl Journal {
     }
 
     pub fn clear_stats(&mut self) {
-        self.stats = Stats::default();
+        self.stats = Stats {
+            max_in_flight: self.in_flight,
+            ..Stats::default()
+        };
     }
 
     /// Appends the request to the log and updates the counters.

@@ -1,0 +1,193 @@
+//! What the operator built from each Secret it read (a credential, a
+//! tenant's Graph target, or why the Secret cannot be used), kept with the
+//! Secret's resourceVersion. A pass reads a Secret again only when its
+//! resourceVersion changed, which the metadata watch on Secrets reports, so
+//! a policy in sync costs the API server nothing but its status.
+//!
+//! Values are stored per use: two policies may read different keys of one
+//! Secret. Nothing here is logged or serialized.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+/// Namespace and name of a Secret.
+pub type SecretName = (String, String);
+
+/// Values built from Secrets, valid while the Secret keeps the
+/// resourceVersion they were built from.
+pub struct SecretCache<V> {
+    entries: Mutex<HashMap<SecretName, Entry<V>>>,
+}
+
+struct Entry<V> {
+    /// The resourceVersion the metadata watch saw last, if it saw one.
+    seen: Option<String>,
+    /// Value per use, with the resourceVersion of the Secret it was built
+    /// from.
+    built: HashMap<String, (String, V)>,
+}
+
+impl<V> Default for Entry<V> {
+    fn default() -> Self {
+        Entry {
+            seen: None,
+            built: HashMap::new(),
+        }
+    }
+}
+
+impl<V> Default for SecretCache<V> {
+    fn default() -> Self {
+        SecretCache {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<V: Clone> SecretCache<V> {
+    fn entries(&self) -> MutexGuard<'_, HashMap<SecretName, Entry<V>>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records the resourceVersion that the watch saw for a Secret, and
+    /// reports whether it differs from the one seen before (or none was).
+    /// Values built from another version are dropped.
+    pub fn seen(&self, secret: &SecretName, version: &str) -> bool {
+        let mut entries = self.entries();
+        let entry = entries.entry(secret.clone()).or_default();
+        if entry.seen.as_deref() == Some(version) {
+            return false;
+        }
+        entry.seen = Some(version.to_string());
+        entry.built.retain(|_, (built_from, _)| built_from == version);
+        true
+    }
+
+    /// Forgets a deleted Secret. Reports whether anything was known of it.
+    pub fn gone(&self, secret: &SecretName) -> bool {
+        self.entries().remove(secret).is_some()
+    }
+
+    /// Forgets every Secret not in `listed`, after a relist of all Secrets,
+    /// and returns those forgotten that the watch had seen: deleted while
+    /// the watch was down.
+    pub fn keep_only(&self, listed: &HashSet<SecretName>) -> Vec<SecretName> {
+        let mut forgotten = Vec::new();
+        self.entries().retain(|secret, entry| {
+            let keep = listed.contains(secret);
+            if !keep && entry.seen.is_some() {
+                forgotten.push(secret.clone());
+            }
+            keep
+        });
+        forgotten
+    }
+
+    /// Returns the value built for `use_` from the Secret at `version`, or
+    /// at the version the watch saw last when `version` is `None`. Nothing
+    /// when the watch has not seen the Secret yet, so a Secret is always
+    /// read at least once after the operator starts.
+    pub fn get(&self, secret: &SecretName, use_: &str, version: Option<&str>) -> Option<V> {
+        let entries = self.entries();
+        let entry = entries.get(secret)?;
+        let current = version.or(entry.seen.as_deref())?;
+        let (built_from, value) = entry.built.get(use_)?;
+        (built_from == current).then(|| value.clone())
+    }
+
+    /// Keeps `value`, built for `use_` from the Secret at `version`.
+    pub fn put(&self, secret: &SecretName, use_: &str, version: &str, value: V) {
+        let mut entries = self.entries();
+        let entry = entries.entry(secret.clone()).or_default();
+        entry
+            .built
+            .insert(use_.to_string(), (version.to_string(), value));
+    }
+
+    /// Returns the number of Secrets known, for tests.
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    /// Reports whether no Secret is known.
+    pub fn is_empty(&self) -> bool {
+        self.entries().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(name: &str) -> SecretName {
+        ("team".to_string(), name.to_string())
+    }
+
+    #[test]
+    fn nothing_is_served_before_the_watch_saw_the_secret() {
+        let cache = SecretCache::default();
+        cache.put(&name("a"), "key", "5", 1);
+        assert_eq!(cache.get(&name("a"), "key", None), None);
+        assert!(cache.seen(&name("a"), "5"));
+        assert_eq!(cache.get(&name("a"), "key", None), Some(1));
+    }
+
+    #[test]
+    fn a_new_version_drops_what_was_built_from_the_old_one() {
+        let cache = SecretCache::default();
+        assert!(cache.seen(&name("a"), "5"));
+        cache.put(&name("a"), "key", "5", 1);
+        assert!(!cache.seen(&name("a"), "5"), "the same version again is no change");
+        assert!(cache.seen(&name("a"), "6"));
+        assert_eq!(cache.get(&name("a"), "key", None), None);
+        // A read that raced with the change and returned the old version
+        // is not served either.
+        cache.put(&name("a"), "key", "5", 1);
+        assert_eq!(cache.get(&name("a"), "key", None), None);
+        cache.put(&name("a"), "key", "6", 2);
+        assert_eq!(cache.get(&name("a"), "key", None), Some(2));
+    }
+
+    #[test]
+    fn a_read_newer_than_the_watch_waits_for_the_watch() {
+        let cache = SecretCache::default();
+        assert!(cache.seen(&name("a"), "5"));
+        cache.put(&name("a"), "key", "6", 2);
+        assert_eq!(cache.get(&name("a"), "key", None), None);
+        assert!(cache.seen(&name("a"), "6"));
+        assert_eq!(cache.get(&name("a"), "key", None), Some(2));
+    }
+
+    #[test]
+    fn uses_are_kept_apart() {
+        let cache = SecretCache::default();
+        cache.seen(&name("a"), "5");
+        cache.put(&name("a"), "one", "5", 1);
+        assert_eq!(cache.get(&name("a"), "other", None), None);
+        assert_eq!(cache.get(&name("b"), "one", None), None);
+    }
+
+    #[test]
+    fn an_explicit_version_is_used_instead_of_the_watched_one() {
+        let cache = SecretCache::default();
+        cache.put(&name("a"), "key", "7", 3);
+        assert_eq!(cache.get(&name("a"), "key", Some("7")), Some(3));
+        assert_eq!(cache.get(&name("a"), "key", Some("8")), None);
+    }
+
+    #[test]
+    fn deleted_secrets_are_forgotten() {
+        let cache = SecretCache::default();
+        cache.seen(&name("a"), "5");
+        cache.seen(&name("b"), "5");
+        cache.put(&name("a"), "key", "5", 1);
+        assert!(cache.gone(&name("a")));
+        assert!(!cache.gone(&name("a")));
+        assert_eq!(cache.get(&name("a"), "key", None), None);
+        let listed = HashSet::from([name("c")]);
+        assert_eq!(cache.keep_only(&listed), vec![name("b")]);
+        assert!(cache.is_empty());
+    }
+}
