@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller, Error as ControllerError};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::conditions::{self, READY, SYNCED, reason};
 use crate::credentials::CredentialCache;
+use crate::events::Recorder;
 use crate::graph::{ErrorClass, GraphClient, Target};
 use crate::metrics::Metrics;
 use crate::ownership;

@@ -55,9 +55,14 @@ pub async fn load_target(
         CredentialType::ClientSecret => {
             let secret_ref = required_secret_ref(credentials, "ClientSecret")?;
             let use_ = format!("ClientSecret/{}", secret_ref.key);
-            from_secret(client, cache, namespace, &secret_ref.name, &use_, |secret| {
-                client_secret(secret, namespace, secret_ref)
-            })
+            from_secret(
+                client,
+                cache,
+                namespace,
+                &secret_ref.name,
+                &use_,
+                |secret| client_secret(secret, namespace, secret_ref),
+            )
             .await?
         }
         CredentialType::ClientCertificate => {

@@ -6,6 +6,7 @@ pub mod cluster_policy;
 pub mod conditions;
 pub mod controller;
 pub mod credentials;
+pub mod events;
 pub mod fleet;
 pub mod graph;
 pub mod leader;

@@ -61,7 +61,9 @@ impl<V: Clone> SecretCache<V> {
             return false;
         }
         entry.seen = Some(version.to_string());
-        entry.built.retain(|_, (built_from, _)| built_from == version);
+        entry
+            .built
+            .retain(|_, (built_from, _)| built_from == version);
         true
     }
 
@@ -139,7 +141,10 @@ mod tests {
         let cache = SecretCache::default();
         assert!(cache.seen(&name("a"), "5"));
         cache.put(&name("a"), "key", "5", 1);
-        assert!(!cache.seen(&name("a"), "5"), "the same version again is no change");
+        assert!(
+            !cache.seen(&name("a"), "5"),
+            "the same version again is no change"
+        );
         assert!(cache.seen(&name("a"), "6"));
         assert_eq!(cache.get(&name("a"), "key", None), None);
         // A read that raced with the change and returned the old version

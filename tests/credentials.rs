@@ -15,7 +15,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
-use photo_policy_operator::credentials::load_target;
+use photo_policy_operator::credentials::{CredentialCache, load_target};
 use photo_policy_operator::graph::{
     Cloud, Credential, EndpointOverrides, ErrorClass, GraphClient, GraphClientOptions, GraphError,
     PrivateKey, Target, first_certificate_der, reason,
@@ -450,6 +450,16 @@ async fn token_file_contents_never_in_errors() {
 
 /// Runs `load_target` and serves its one Secret read with `secret`.
 async fn load_with_secret(policy: Value, secret: Value) -> Result<Target, String> {
+    load_with_cache(policy, secret, &CredentialCache::default()).await
+}
+
+/// Runs `load_target` with `cache`, and serves its Secret read with
+/// `secret` when it reads the Secret. A read is answered only once.
+async fn load_with_cache(
+    policy: Value,
+    secret: Value,
+    cache: &CredentialCache,
+) -> Result<Target, String> {
     let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let policy: PhotoUpdatePolicy = serde_json::from_value(policy).unwrap();
@@ -466,8 +476,14 @@ async fn load_with_secret(policy: Value, secret: Value) -> Result<Target, String
             .unwrap();
         send.send_response(response);
     });
-    let result = load_target(&policy, "tenants", &client).await;
-    server.await.unwrap();
+    let result = load_target(&policy, "tenants", &client, cache).await;
+    // Still waiting when the cache answered; a failed assert in it shows.
+    server.abort();
+    if let Err(error) = server.await
+        && !error.is_cancelled()
+    {
+        std::panic::resume_unwind(error.into_panic());
+    }
     result.map_err(|failure| format!("{}: {}", failure.reason, failure.message))
 }
 
@@ -519,6 +535,56 @@ async fn tls_secret_loads_and_signs_in() {
         .get_settings(&target)
         .await
         .expect("the read succeeds");
+}
+
+/// The first load reads the Secret; later loads at the resourceVersion the
+/// watch reports read nothing, and a new resourceVersion reads again.
+#[tokio::test]
+async fn unchanged_secret_is_read_once() {
+    let material = test_keys::material();
+    let mut secret = tls_secret(&material.certificate_pem, &material.pkcs1_pem);
+    secret["metadata"]["resourceVersion"] = json!("7");
+    let cache = CredentialCache::default();
+    let name = ("tenants".to_string(), "contoso-cert".to_string());
+    cache.seen(&name, "7");
+    load_with_cache(certificate_policy(), secret.clone(), &cache)
+        .await
+        .expect("the Secret loads");
+    // No API server answers now: the load must come from the cache.
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    drop(handle);
+    let client = Client::new(service, "default");
+    let policy: PhotoUpdatePolicy = serde_json::from_value(certificate_policy()).unwrap();
+    let cached = load_target(&policy, "tenants", &client, &cache).await;
+    assert!(cached.is_ok(), "{:?}", cached.err());
+    // The watch saw a new version: the Secret is read again.
+    cache.seen(&name, "8");
+    let failure = load_target(&policy, "tenants", &client, &cache)
+        .await
+        .expect_err("a read was attempted and failed");
+    assert_eq!(failure.reason, "KubernetesError", "{}", failure.message);
+}
+
+/// A Secret that cannot serve is remembered as such at its version too,
+/// with the same message.
+#[tokio::test]
+async fn unusable_secret_keeps_its_failure_until_it_changes() {
+    let material = test_keys::material();
+    let mut secret = tls_secret(&material.certificate_pem, "secret-key-bytes");
+    secret["metadata"]["resourceVersion"] = json!("3");
+    let cache = CredentialCache::default();
+    cache.seen(&("tenants".to_string(), "contoso-cert".to_string()), "3");
+    let first = load_with_cache(certificate_policy(), secret.clone(), &cache)
+        .await
+        .unwrap_err();
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    drop(handle);
+    let client = Client::new(service, "default");
+    let policy: PhotoUpdatePolicy = serde_json::from_value(certificate_policy()).unwrap();
+    let again = load_target(&policy, "tenants", &client, &cache)
+        .await
+        .unwrap_err();
+    assert_eq!(format!("{}: {}", again.reason, again.message), first);
 }
 
 #[tokio::test]

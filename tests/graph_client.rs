@@ -229,7 +229,9 @@ async fn most_in_flight(limit: Option<usize>) -> u64 {
     assert_eq!(client.token_requests(), 8);
     assert_eq!(client.graph_requests(), 8);
     let stats = emulator.control(reqwest::Method::GET, "stats", None).await;
-    stats["maxInFlight"].as_u64().expect("stats carry maxInFlight")
+    stats["maxInFlight"]
+        .as_u64()
+        .expect("stats carry maxInFlight")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

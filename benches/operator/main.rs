@@ -48,6 +48,8 @@ struct Config {
     concurrency: u16,
     /// `--max-concurrent-reconciles`, when set; else the operator's default.
     reconciles: Option<u16>,
+    /// Whether the operator watches only the benchmark's namespace.
+    own_namespace_only: bool,
     changes: usize,
     change_spacing: Duration,
     throttle: String,
@@ -67,6 +69,7 @@ impl Config {
             reconciles: std::env::var("BENCH_RECONCILES")
                 .ok()
                 .map(|_| env_number("BENCH_RECONCILES", 0)),
+            own_namespace_only: false,
             changes: env_number("BENCH_CHANGES", 100).min(policies / 2),
             change_spacing: Duration::from_millis(env_number("BENCH_CHANGE_SPACING_MS", 200)),
             throttle: std::env::var("BENCH_THROTTLE").unwrap_or_else(|_| "10/60".into()),
@@ -96,6 +99,7 @@ impl Config {
             latency_ms: 20,
             concurrency: 2,
             reconciles: Some(4),
+            own_namespace_only: true,
             changes: 2,
             change_spacing: Duration::from_millis(100),
             throttle: "10/60".into(),
@@ -105,8 +109,10 @@ impl Config {
         }
     }
 
-    /// The operator's concurrency flags.
-    fn operator_limits(&self) -> Vec<String> {
+    /// The operator's flags: its concurrency, and for the smoke run, which
+    /// shares the API server with the end-to-end tests, only the
+    /// benchmark's namespace.
+    fn operator_flags(&self) -> Vec<String> {
         let mut flags = vec![
             "--max-concurrent-graph-requests".to_string(),
             self.concurrency.to_string(),
@@ -114,6 +120,10 @@ impl Config {
         if let Some(reconciles) = self.reconciles {
             flags.push("--max-concurrent-reconciles".into());
             flags.push(reconciles.to_string());
+        }
+        if self.own_namespace_only {
+            flags.push("--namespace".into());
+            flags.push(workload::NAMESPACE.into());
         }
         flags
     }
@@ -174,7 +184,7 @@ async fn main() {
     let operator = processes::start_operator(
         &operator_kubeconfig,
         &url,
-        &config.operator_limits(),
+        &config.operator_flags(),
         &work.join("operator.log"),
     );
     let converge_timeout = (config.converge_bound() * 10).max(Duration::from_secs(180));
@@ -332,15 +342,30 @@ async fn wait_all_ready(
 fn check_smoke(report: &Report, first: &Counts, config: &Config) {
     let policies = config.policies;
     let problems = [
-        (first.tokens != policies, "a first pass did not take exactly one token"),
-        (first.patches != policies, "a first pass did not write exactly once"),
-        (first.gets < 2 * policies, "a first pass did not read before and after its write"),
-        (first.throttled != 0, "the operator was throttled while converging"),
+        (
+            first.tokens != policies,
+            "a first pass did not take exactly one token",
+        ),
+        (
+            first.patches != policies,
+            "a first pass did not write exactly once",
+        ),
+        (
+            first.gets < 2 * policies,
+            "a first pass did not read before and after its write",
+        ),
+        (
+            first.throttled != 0,
+            "the operator was throttled while converging",
+        ),
         (
             report.max_in_flight > u64::from(config.concurrency),
             "more Graph requests were in flight than --max-concurrent-graph-requests",
         ),
-        (report.violations != 0, "a request was sent inside a Retry-After window"),
+        (
+            report.violations != 0,
+            "a request was sent inside a Retry-After window",
+        ),
         (
             report.change_p99_ms.is_none_or(f64::is_infinite),
             "a spec change never reached Graph",
