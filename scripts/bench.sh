@@ -4,7 +4,9 @@
 # driver (benches/operator/). The last line of output is the summary:
 #   bench: calls_ratio=X token_ratio=X converge_ratio=X change_p99_ms=X rss_mib=X retry_after_violations=N
 # Settings: BENCH_POLICIES (default 1000), BENCH_LATENCY_MS (50),
-# BENCH_CONCURRENCY (16), BENCH_CHANGES (100), BENCH_THROTTLE (10/60),
+# BENCH_CONCURRENCY (16, --max-concurrent-graph-requests), BENCH_RECONCILES
+# (--max-concurrent-reconciles, default the operator's), BENCH_CHANGES (100),
+# BENCH_THROTTLE (10/60),
 # BENCH_TOKEN_LIFETIME (120), BENCH_PROBES, BENCH_RETRY_AFTER (10).
 # BENCH_KIND=cluster measures one ClusterPhotoUpdatePolicy over
 # BENCH_POLICIES tenant Secrets instead (tests/bench_cluster.rs); its last
