@@ -22,16 +22,17 @@ pub struct SecretCache<V> {
 struct Entry<V> {
     /// The resourceVersion the metadata watch saw last, if it saw one.
     seen: Option<String>,
-    /// Value per use, with the resourceVersion of the Secret it was built
-    /// from.
-    built: HashMap<String, (String, V)>,
+    /// Use, resourceVersion of the Secret it was built from, and value. A
+    /// list, because a Secret almost always has one use: a map would cost
+    /// more than its entries at thousands of Secrets.
+    built: Vec<(String, String, V)>,
 }
 
 impl<V> Default for Entry<V> {
     fn default() -> Self {
         Entry {
             seen: None,
-            built: HashMap::new(),
+            built: Vec::new(),
         }
     }
 }
@@ -63,7 +64,7 @@ impl<V: Clone> SecretCache<V> {
         entry.seen = Some(version.to_string());
         entry
             .built
-            .retain(|_, (built_from, _)| built_from == version);
+            .retain(|(_, built_from, _)| built_from == version);
         true
     }
 
@@ -95,17 +96,21 @@ impl<V: Clone> SecretCache<V> {
         let entries = self.entries();
         let entry = entries.get(secret)?;
         let current = version.or(entry.seen.as_deref())?;
-        let (built_from, value) = entry.built.get(use_)?;
-        (built_from == current).then(|| value.clone())
+        entry
+            .built
+            .iter()
+            .find(|(built_for, built_from, _)| built_for == use_ && built_from == current)
+            .map(|(_, _, value)| value.clone())
     }
 
     /// Keeps `value`, built for `use_` from the Secret at `version`.
     pub fn put(&self, secret: &SecretName, use_: &str, version: &str, value: V) {
         let mut entries = self.entries();
         let entry = entries.entry(secret.clone()).or_default();
+        entry.built.retain(|(built_for, _, _)| built_for != use_);
         entry
             .built
-            .insert(use_.to_string(), (version.to_string(), value));
+            .push((use_.to_string(), version.to_string(), value));
     }
 
     /// Returns the number of Secrets known, for tests.
