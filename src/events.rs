@@ -25,7 +25,7 @@ const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
 /// How often expired series are dropped.
 const PRUNE_EVERY: SignedDuration = SignedDuration::from_mins(1);
 
-/// Publishes Events for one controller. Cheap to share behind an `Arc`.
+/// Event publisher of one controller, shared by its passes.
 pub struct Recorder {
     client: Client,
     reporter: Reporter,
@@ -38,7 +38,7 @@ struct Recent {
     pruned_at: Option<Timestamp>,
 }
 
-/// What makes two Events repeats of each other.
+/// Identity of an Event series: two Events with equal keys are repeats.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct SeriesKey {
     /// UID of the object, or kind, namespace and name when it has none.
@@ -254,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn repeats_share_a_key_and_other_events_do_not() {
+    fn series_key_separates_events() {
         let first = series_key(&event(EventType::Warning, "SyncFailed"), &reference("u1"));
         let again = series_key(&event(EventType::Warning, "SyncFailed"), &reference("u1"));
         assert_eq!(first, again);
@@ -267,7 +267,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn series_expire_after_the_window() {
+    async fn series_expire_after_window() {
         let (service, _handle) = tower_test::mock::pair::<
             http::Request<kube::client::Body>,
             http::Response<kube::client::Body>,

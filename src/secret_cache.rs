@@ -1,5 +1,5 @@
-//! What the operator built from each Secret it read (a credential, a
-//! tenant's Graph target, or why the Secret cannot be used), kept with the
+//! Cache of the values built from Secrets (a credential, a tenant's Graph
+//! target, or the reason a Secret cannot be used), each kept with the
 //! Secret's resourceVersion. A pass reads a Secret again only when its
 //! resourceVersion changed, which the metadata watch on Secrets reports, so
 //! a policy in sync costs the API server nothing but its status.
@@ -133,7 +133,7 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_served_before_the_watch_saw_the_secret() {
+    fn get_before_watch_is_none() {
         let cache = SecretCache::default();
         cache.put(&name("a"), "key", "5", 1);
         assert_eq!(cache.get(&name("a"), "key", None), None);
@@ -142,7 +142,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_version_drops_what_was_built_from_the_old_one() {
+    fn new_version_drops_old_values() {
         let cache = SecretCache::default();
         assert!(cache.seen(&name("a"), "5"));
         cache.put(&name("a"), "key", "5", 1);
@@ -161,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn a_read_newer_than_the_watch_waits_for_the_watch() {
+    fn newer_read_waits_for_watch() {
         let cache = SecretCache::default();
         assert!(cache.seen(&name("a"), "5"));
         cache.put(&name("a"), "key", "6", 2);
@@ -171,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn uses_are_kept_apart() {
+    fn uses_kept_apart() {
         let cache = SecretCache::default();
         cache.seen(&name("a"), "5");
         cache.put(&name("a"), "one", "5", 1);
@@ -180,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn an_explicit_version_is_used_instead_of_the_watched_one() {
+    fn explicit_version_overrides_watch() {
         let cache = SecretCache::default();
         cache.put(&name("a"), "key", "7", 3);
         assert_eq!(cache.get(&name("a"), "key", Some("7")), Some(3));
@@ -188,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn deleted_secrets_are_forgotten() {
+    fn deleted_secrets_forgotten() {
         let cache = SecretCache::default();
         cache.seen(&name("a"), "5");
         cache.seen(&name("b"), "5");
