@@ -294,9 +294,12 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
 /// deletion (so a policy whose Secret is gone reports it). Keeps the
 /// credential cache's versions current on the way.
 ///
-/// The first list starts no pass, because every policy gets its first pass
-/// from the policy watch anyway. A relist (after the watch expired) starts
-/// passes only for Secrets that changed or went away meanwhile.
+/// A listed Secret starts a pass only when it changed since the watch saw it
+/// last, or when a pass read it at another version or found it missing. So
+/// the first list starts no pass of its own (every policy gets its first
+/// pass from the policy watch), except for a Secret created or changed
+/// between a pass's read and the list. A relist (after the watch expired)
+/// also starts passes for Secrets that went away meanwhile.
 fn secret_changes(
     events: impl Stream<Item = Result<watcher::Event<SecretMeta>, watcher::Error>>,
     context: Arc<Context>,
@@ -316,11 +319,7 @@ fn secret_changes(
                     let key = secret_key(&secret);
                     let changed = cache.seen(&key, &resource_version(&secret));
                     relisted.insert(key);
-                    if changed && listed_before {
-                        vec![secret]
-                    } else {
-                        Vec::new()
-                    }
+                    if changed { vec![secret] } else { Vec::new() }
                 }
                 Ok(watcher::Event::InitDone) => {
                     let gone = cache.keep_only(&std::mem::take(&mut relisted));
@@ -418,8 +417,9 @@ where
 }
 
 /// Maps a changed Secret to the policies in its namespace that reference it.
-// NOTE: scans every cached policy per Secret event, so the initial list of
-// n Secrets costs O(n²); an index by Secret would make it O(n).
+// NOTE: scans every cached policy per changed Secret. The first Secret list
+// starts no pass, but a relist after a long watch outage with many changed
+// Secrets still costs O(n²); an index by Secret would make it O(n).
 fn policies_using(
     store: &Store<PhotoUpdatePolicy>,
     secret: &PartialObjectMeta<Secret>,

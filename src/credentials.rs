@@ -116,7 +116,15 @@ async fn from_secret(
     if let Some(built) = cache.get(&key, use_, None) {
         return built;
     }
-    let secret = read_secret(client, namespace, name).await?;
+    let secret = match read_secret(client, namespace, name).await {
+        Ok(secret) => secret,
+        Err(failure) => {
+            if failure.reason == reason::SECRET_NOT_FOUND {
+                cache.missed(&key);
+            }
+            return Err(failure);
+        }
+    };
     let built = build(&secret);
     if let Some(version) = &secret.metadata.resource_version {
         cache.put(&key, use_, version, built.clone());

@@ -26,6 +26,8 @@ struct Entry<V> {
     /// list, because a Secret almost always has one use: a map would cost
     /// more than its entries at thousands of Secrets.
     built: Vec<(String, String, V)>,
+    /// Whether a read found the Secret missing since the watch last saw it.
+    missing: bool,
 }
 
 impl<V> Default for Entry<V> {
@@ -33,6 +35,7 @@ impl<V> Default for Entry<V> {
         Entry {
             seen: None,
             built: Vec::new(),
+            missing: false,
         }
     }
 }
@@ -52,20 +55,36 @@ impl<V: Clone> SecretCache<V> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records the resourceVersion that the watch saw for a Secret, and
-    /// reports whether it differs from the one seen before (or none was).
-    /// Values built from another version are dropped.
+    /// Records the resourceVersion that the watch saw for a Secret, drops
+    /// values built from another version, and reports whether the policies
+    /// that use the Secret need a pass: the Secret changed since the watch
+    /// saw it last, or a read returned another version or found the Secret
+    /// missing. A Secret seen for the first time that no read has touched
+    /// needs none, so the first list of all Secrets starts no pass.
     pub fn seen(&self, secret: &SecretName, version: &str) -> bool {
         let mut entries = self.entries();
         let entry = entries.entry(secret.clone()).or_default();
-        if entry.seen.as_deref() == Some(version) {
-            return false;
-        }
+        let changed = entry.seen.as_deref().is_some_and(|seen| seen != version);
+        let stale_read = entry.missing
+            || entry
+                .built
+                .iter()
+                .any(|(_, built_from, _)| built_from != version);
         entry.seen = Some(version.to_string());
+        entry.missing = false;
         entry
             .built
             .retain(|(_, built_from, _)| built_from == version);
-        true
+        changed || stale_read
+    }
+
+    /// Records that a read found the Secret missing, so that the watch
+    /// seeing it later starts a pass even during its first list.
+    pub fn missed(&self, secret: &SecretName) {
+        let mut entries = self.entries();
+        let entry = entries.entry(secret.clone()).or_default();
+        entry.built.clear();
+        entry.missing = true;
     }
 
     /// Forgets a deleted Secret. Reports whether anything was known of it.
@@ -107,6 +126,7 @@ impl<V: Clone> SecretCache<V> {
     pub fn put(&self, secret: &SecretName, use_: &str, version: &str, value: V) {
         let mut entries = self.entries();
         let entry = entries.entry(secret.clone()).or_default();
+        entry.missing = false;
         entry.built.retain(|(built_for, _, _)| built_for != use_);
         entry
             .built
@@ -137,14 +157,41 @@ mod tests {
         let cache = SecretCache::default();
         cache.put(&name("a"), "key", "5", 1);
         assert_eq!(cache.get(&name("a"), "key", None), None);
-        assert!(cache.seen(&name("a"), "5"));
+        assert!(!cache.seen(&name("a"), "5"), "the read was current");
         assert_eq!(cache.get(&name("a"), "key", None), Some(1));
+    }
+
+    #[test]
+    fn first_sight_needs_no_pass() {
+        let cache: SecretCache<i32> = SecretCache::default();
+        assert!(!cache.seen(&name("a"), "5"));
+        assert!(!cache.seen(&name("a"), "5"));
+        assert!(cache.seen(&name("a"), "6"), "a change needs a pass");
+    }
+
+    #[test]
+    fn stale_read_before_watch_needs_pass() {
+        let cache = SecretCache::default();
+        cache.put(&name("a"), "key", "5", 1);
+        assert!(cache.seen(&name("a"), "6"));
+        assert_eq!(cache.get(&name("a"), "key", None), None);
+    }
+
+    #[test]
+    fn missing_secret_created_needs_pass() {
+        let cache: SecretCache<i32> = SecretCache::default();
+        cache.missed(&name("a"));
+        assert!(
+            cache.seen(&name("a"), "1"),
+            "created after a read missed it"
+        );
+        assert!(!cache.seen(&name("a"), "1"));
     }
 
     #[test]
     fn new_version_drops_old_values() {
         let cache = SecretCache::default();
-        assert!(cache.seen(&name("a"), "5"));
+        assert!(!cache.seen(&name("a"), "5"));
         cache.put(&name("a"), "key", "5", 1);
         assert!(
             !cache.seen(&name("a"), "5"),
@@ -163,7 +210,7 @@ mod tests {
     #[test]
     fn newer_read_waits_for_watch() {
         let cache = SecretCache::default();
-        assert!(cache.seen(&name("a"), "5"));
+        assert!(!cache.seen(&name("a"), "5"));
         cache.put(&name("a"), "key", "6", 2);
         assert_eq!(cache.get(&name("a"), "key", None), None);
         assert!(cache.seen(&name("a"), "6"));
