@@ -1,6 +1,16 @@
 //! `plan` and `apply`: one pass against Graph for the policies in a file,
 //! with no cluster. For pipelines and break-glass use.
 
+/// Writes one line of the report to stdout. A closed stdout (as in
+/// `apply ... | head -1`) drops the line instead of panicking, so every
+/// tenant is still processed and the exit code still tells the outcome.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod input;
 
 use std::time::Duration;
@@ -269,18 +279,19 @@ async fn run_one(
 ) -> i32 {
     let name = policy.metadata.name.as_deref().unwrap_or("unnamed");
     let spec = &policy.spec;
-    println!(
+    out!(
         "{name} (tenant {}, cloud {:?}):",
-        spec.tenant_id, spec.cloud
+        spec.tenant_id,
+        spec.cloud
     );
     if spec.suspend {
-        println!("  skipped: spec.suspend is true");
+        out!("  skipped: spec.suspend is true");
         return EXIT_IN_SYNC;
     }
     let desired = match spec.desired() {
         Ok(desired) => desired,
         Err(error) => {
-            println!("  invalid: {error}");
+            out!("  invalid: {error}");
             return EXIT_FAILED;
         }
     };
@@ -342,24 +353,24 @@ async fn wait_for_write(
 fn print_outcome(outcome: &Outcome, desired: &DesiredSettings, mode: Mode) -> i32 {
     match outcome {
         Outcome::InSync { observed } => {
-            println!("  in sync: {}", describe(observed));
+            out!("  in sync: {}", describe(observed));
             EXIT_IN_SYNC
         }
         Outcome::Applied { observed, .. } => {
-            println!("  applied and verified: {}", describe(observed));
+            out!("  applied and verified: {}", describe(observed));
             EXIT_IN_SYNC
         }
         Outcome::DriftDetected { observed, .. } => {
-            println!("  current:  {}", describe(observed));
-            println!("  declared: {}", describe_desired(desired));
+            out!("  current:  {}", describe(observed));
+            out!("  declared: {}", describe_desired(desired));
             match mode {
-                Mode::Plan => println!("  would change the tenant"),
-                Mode::Apply => println!("  not written: managementPolicy is Observe"),
+                Mode::Plan => out!("  would change the tenant"),
+                Mode::Apply => out!("  not written: managementPolicy is Observe"),
             }
             EXIT_CHANGES
         }
         Outcome::AwaitingConsistency { observed, .. } => {
-            println!(
+            out!(
                 "  written, but Graph still returns {}; run plan again later to confirm",
                 describe(observed)
             );
@@ -367,7 +378,7 @@ fn print_outcome(outcome: &Outcome, desired: &DesiredSettings, mode: Mode) -> i3
         }
         Outcome::Suspended => EXIT_IN_SYNC,
         Outcome::Failed { failure, .. } => {
-            println!("  failed ({}): {}", failure.reason, failure.message);
+            out!("  failed ({}): {}", failure.reason, failure.message);
             EXIT_FAILED
         }
     }

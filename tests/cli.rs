@@ -577,3 +577,64 @@ async fn string_allowed_roles_planned_as_change() {
         "{all}"
     );
 }
+
+/// Runs the binary with `args` and its stdout closed from the start, as
+/// behind `| head -0`, and returns its exit status and stderr.
+fn run_with_closed_stdout(
+    emulator: Option<&Emulator>,
+    args: &[&str],
+) -> (std::process::ExitStatus, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_photo-policy-operator"));
+    command.args(args);
+    if let Some(emulator) = emulator {
+        command
+            .args(["--authority-host", &emulator.url])
+            .args(["--graph-endpoint", &emulator.url])
+            .env("AZURE_CLIENT_SECRET", SECRET);
+    }
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn crd_survives_closed_stdout() {
+    let (status, stderr) = run_with_closed_stdout(None, &["crd"]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+/// A reader that stops early (`apply ... | head -1`) does not stop the
+/// writes: every tenant is applied and the exit code says so.
+#[tokio::test]
+async fn apply_survives_closed_stdout() {
+    let emulator = start();
+    let dir = scratch_dir("closed-stdout");
+    for name in ["on-premises", "cloud-global-admins"] {
+        std::fs::copy(example(name), dir.join(format!("{name}.yaml"))).unwrap();
+    }
+    let (status, stderr) =
+        run_with_closed_stdout(Some(&emulator), &["apply", "-f", dir.to_str().unwrap()]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let adatum = emulator
+        .control_get("/_emulator/tenants/adatum.onmicrosoft.com/settings")
+        .await;
+    assert_eq!(adatum["source"], "onPremises");
+    let fabrikam = emulator
+        .control_get("/_emulator/tenants/fabrikam.onmicrosoft.com/settings")
+        .await;
+    assert_eq!(
+        fabrikam["allowedRoles"],
+        serde_json::json!(["62e90394-69f5-4237-9190-012177145e10"])
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
