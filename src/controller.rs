@@ -98,16 +98,21 @@ struct TenantIndex {
 }
 
 impl TenantIndex {
-    /// Records the tenant that `policy` names now.
-    fn insert(&mut self, policy: &PhotoUpdatePolicy) {
+    /// Records the tenant that `policy` names now, and returns the tenant
+    /// it named before when that was another one.
+    fn insert(&mut self, policy: &PhotoUpdatePolicy) -> Option<ownership::TenantKey> {
         let object = ObjectRef::from_obj(policy);
         let key = ownership::tenant_key(policy);
-        match self.of_policy.insert(object.clone(), key.clone()) {
-            Some(old) if old == key => return,
-            Some(old) => self.unlink(&old, &object),
-            None => {}
-        }
+        let left = match self.of_policy.insert(object.clone(), key.clone()) {
+            Some(old) if old == key => return None,
+            Some(old) => {
+                self.unlink(&old, &object);
+                Some(old)
+            }
+            None => None,
+        };
         self.by_tenant.entry(key).or_default().insert(object);
+        left
     }
 
     fn remove(&mut self, policy: &PhotoUpdatePolicy) {
@@ -206,6 +211,7 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
     let forget_context = context.clone();
     // Policies that may own a tenant now that its owner is gone.
     let (heirs_tx, heirs_rx) = futures::channel::mpsc::unbounded();
+    let heirs_of_moves = heirs_tx.clone();
     let deleted = move |policy: &PhotoUpdatePolicy| {
         forget_context.index_policy(policy, false);
         forget_context.forget(policy);
@@ -249,7 +255,15 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>, concurrency: 
                 watch_context.metrics.set_ready();
             }
             Ok(watcher::Event::Apply(policy) | watcher::Event::InitApply(policy)) => {
-                watch_context.index_policy(policy, true);
+                if let Some(left) = watch_context.index_policy(policy, true) {
+                    // A new tenantId or cloud leaves the old tenant as a
+                    // deletion does: another policy, or a cluster policy,
+                    // may own it now.
+                    for heir in watch_context.naming(&left) {
+                        let _ = heirs_of_moves.unbounded_send(heir);
+                    }
+                    watch_context.send_tenant_key(left);
+                }
                 watch_context.send_tenant_event(policy);
             }
             _ => {}
@@ -976,17 +990,31 @@ impl Context {
             .collect()
     }
 
-    /// Keeps the tenant index in step with the policy watch.
-    fn index_policy(&self, policy: &PhotoUpdatePolicy, present: bool) {
+    /// Keeps the tenant index in step with the policy watch. Returns the
+    /// tenant that a changed policy (new `tenantId` or `cloud`) left.
+    fn index_policy(
+        &self,
+        policy: &PhotoUpdatePolicy,
+        present: bool,
+    ) -> Option<ownership::TenantKey> {
         let mut index = self
             .tenant_index
             .lock()
             .expect("tenant index lock poisoned");
         if present {
-            index.insert(policy);
+            index.insert(policy)
         } else {
             index.remove(policy);
+            None
         }
+    }
+
+    /// Returns the cached policies that name tenant `key`, as references.
+    fn naming(&self, key: &ownership::TenantKey) -> Vec<ObjectRef<PhotoUpdatePolicy>> {
+        self.policies_of(key)
+            .iter()
+            .map(|other| ObjectRef::from_obj(other.as_ref()))
+            .collect()
     }
 
     /// Returns a Conflict failure when an older policy manages the same
@@ -1018,15 +1046,16 @@ impl Context {
 
     /// Returns the cached policies that name the same tenant as `policy`.
     fn same_tenant(&self, policy: &PhotoUpdatePolicy) -> Vec<ObjectRef<PhotoUpdatePolicy>> {
-        self.policies_of(&ownership::tenant_key(policy))
-            .iter()
-            .map(|other| ObjectRef::from_obj(other.as_ref()))
-            .collect()
+        self.naming(&ownership::tenant_key(policy))
     }
 
     fn send_tenant_event(&self, policy: &PhotoUpdatePolicy) {
+        self.send_tenant_key(ownership::tenant_key(policy));
+    }
+
+    fn send_tenant_key(&self, key: ownership::TenantKey) {
         if let Some(sender) = self.tenant_events.get() {
-            let _ = sender.unbounded_send(ownership::tenant_key(policy));
+            let _ = sender.unbounded_send(key);
         }
     }
 
@@ -1113,7 +1142,11 @@ mod tests {
             2,
             "tenant IDs compare without case"
         );
-        index.insert(&policy_for("one", "b.onmicrosoft.com"));
+        assert_eq!(
+            index.insert(&policy_for("one", "b.onmicrosoft.com")),
+            Some(a.clone()),
+            "the tenant left is returned"
+        );
         assert_eq!(
             index.policies(&a),
             vec![ObjectRef::from_obj(&policy_for("two", "a.onmicrosoft.com"))]

@@ -940,3 +940,42 @@ async fn cloud_field_selects_token_audience() {
         json!([GLOBAL_ADMIN])
     );
 }
+
+/// An owner that moves to another cloud leaves its tenant to the younger
+/// policy at once, as a deletion does.
+#[tokio::test]
+async fn owner_cloud_change_hands_over() {
+    if !enabled("owner_cloud_change_hands_over") {
+        return;
+    }
+    let harness = Harness::start("cloudmove").await;
+    harness.put_secret("creds", SECRET).await;
+    harness
+        .create_policy("first", spec("moved.onmicrosoft.com", "creds", json!({})))
+        .await;
+    harness.wait_ready("first").await;
+
+    harness
+        .create_policy(
+            "second",
+            spec(
+                "moved.onmicrosoft.com",
+                "creds",
+                json!({"source": "onPremises"}),
+            ),
+        )
+        .await;
+    harness
+        .wait_condition("second", "Stalled", "True", "Conflict")
+        .await;
+
+    let patch = json!({"spec": {"cloud": "USGovernment"}});
+    harness
+        .policies()
+        .patch("first", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    // wait_for gives up after 30 seconds, far below the 10 minutes after
+    // which a Conflict is retried by itself.
+    harness.wait_ready("second").await;
+}
