@@ -168,7 +168,7 @@ fn chart_lints_with_default_and_example_values() {
 
 #[test]
 fn chart_rejects_bad_values() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--set", "graphEndpoint=http://10.0.0.1"], "graphEndpoint"),
         (
             &["--set", "authorityHost=http://localhost.evil.example"],
@@ -189,6 +189,20 @@ fn chart_rejects_bad_values() {
             ],
             "leaderElection.enabled",
         ),
+        // null removes a value, which would render an empty flag.
+        (
+            &["--set", "maxConcurrentGraphRequests=null"],
+            "maxConcurrentGraphRequests",
+        ),
+        (
+            &["--set", "maxConcurrentReconciles=null"],
+            "maxConcurrentReconciles",
+        ),
+        (
+            &["--set", "requestTimeoutSeconds=null"],
+            "requestTimeoutSeconds",
+        ),
+        (&["--set", "replicas=null"], "replicas"),
     ];
     for (args, expected) in cases {
         let mut all = vec!["template", "ppo", CHART];
