@@ -77,9 +77,11 @@ pub async fn load_target(
             )
             .await?
         }
-        CredentialType::WorkloadIdentity => {
-            workload_identity(credentials, std::env::var_os(FEDERATED_TOKEN_FILE_VAR))?
-        }
+        CredentialType::WorkloadIdentity => workload_identity(
+            credentials,
+            "credentials.type",
+            std::env::var_os(FEDERATED_TOKEN_FILE_VAR),
+        )?,
     };
     Ok(Target {
         cloud: policy.spec.cloud,
@@ -281,6 +283,7 @@ fn client_certificate(secret: &Secret, namespace: &str, name: &str) -> Result<Cr
 /// request.
 fn workload_identity(
     credentials: &Credentials,
+    setting: &str,
     token_file: Option<OsString>,
 ) -> Result<Credential, Failure> {
     if credentials.secret_ref.is_some() {
@@ -293,7 +296,7 @@ fn workload_identity(
         return Err(Failure::permanent(
             graph::reason::FEDERATED_TOKEN_UNAVAILABLE,
             format!(
-                "credentials.type is WorkloadIdentity, but the operator has no \
+                "{setting} is WorkloadIdentity, but the operator has no \
                  {FEDERATED_TOKEN_FILE_VAR} environment variable; enable Azure workload identity \
                  for the operator's pod (label azure.workload.identity/use: \"true\"), or mount a \
                  projected ServiceAccount token and set {FEDERATED_TOKEN_FILE_VAR} to its path"
@@ -384,7 +387,11 @@ pub fn tenant_target(
                 client_id: client_id.clone(),
                 secret_ref: None,
             };
-            workload_identity(&credentials, token_file)?
+            let setting = format!(
+                "key {:?} of Secret {namespace}/{name}",
+                tenant_keys::CREDENTIAL_TYPE
+            );
+            workload_identity(&credentials, &setting, token_file)?
         }
     };
     Ok(Target {
@@ -638,7 +645,7 @@ mod tests {
         let credentials = credentials(CredentialType::WorkloadIdentity, None);
         let path = OsString::from("/var/run/secrets/azure/tokens/azure-identity-token");
         let Credential::WorkloadIdentity { token_file } =
-            workload_identity(&credentials, Some(path.clone())).unwrap()
+            workload_identity(&credentials, "credentials.type", Some(path.clone())).unwrap()
         else {
             panic!("expected workload identity");
         };
@@ -649,7 +656,7 @@ mod tests {
     fn workload_identity_without_variable() {
         let credentials = credentials(CredentialType::WorkloadIdentity, None);
         for value in [None, Some(OsString::new())] {
-            let failure = workload_identity(&credentials, value).unwrap_err();
+            let failure = workload_identity(&credentials, "credentials.type", value).unwrap_err();
             assert_eq!(failure.reason, graph::reason::FEDERATED_TOKEN_UNAVAILABLE);
             assert_eq!(failure.class, ErrorClass::Permanent);
             assert!(failure.message.contains(FEDERATED_TOKEN_FILE_VAR));
@@ -662,7 +669,8 @@ mod tests {
             CredentialType::WorkloadIdentity,
             Some(secret_ref("clientSecret")),
         );
-        let failure = workload_identity(&credentials, Some("/token".into())).unwrap_err();
+        let failure =
+            workload_identity(&credentials, "credentials.type", Some("/token".into())).unwrap_err();
         assert_eq!(failure.reason, reason::INVALID_SPEC);
     }
 
@@ -765,6 +773,15 @@ mod tests {
                 ],
                 reason::SECRET_KEY_MISSING,
                 "Secret tenants/contoso has no key \"tls.crt\"",
+            ),
+            (
+                vec![
+                    ("tenantId", "contoso.com"),
+                    client,
+                    ("credentialType", "WorkloadIdentity"),
+                ],
+                graph::reason::FEDERATED_TOKEN_UNAVAILABLE,
+                "key \"credentialType\" of Secret tenants/contoso is WorkloadIdentity, but",
             ),
         ];
         for (entries, expected_reason, expected_message) in cases {

@@ -464,9 +464,10 @@ fn fleet_condition_set(input: &FleetInput<'_>, counts: &Counts) -> FleetConditio
             if transient { "False" } else { "True" },
             reason::TENANTS_FAILING,
             format!(
-                "{} of {selected} selected tenants are failing; status.failingTenants lists \
+                "{} of {selected} selected tenants {} failing; status.failingTenants lists \
                  them",
-                counts.failing
+                counts.failing,
+                are(counts.failing)
             ),
         );
     }
@@ -477,10 +478,11 @@ fn fleet_condition_set(input: &FleetInput<'_>, counts: &Counts) -> FleetConditio
             "True",
             reason::CONFLICT,
             format!(
-                "{} selected tenants are also selected by an older ClusterPhotoUpdatePolicy, \
-                 which manages them; status.conflicts lists them. Change one of the \
-                 tenantSelectors so that each tenant has one policy",
-                counts.stands_aside
+                "{} {} also selected by an older ClusterPhotoUpdatePolicy, which manages \
+                 them; status.conflicts lists them. Change one of the tenantSelectors so \
+                 that each tenant has one policy",
+                tenants(counts.stands_aside, "selected"),
+                are(counts.stands_aside)
             ),
         );
     }
@@ -491,9 +493,9 @@ fn fleet_condition_set(input: &FleetInput<'_>, counts: &Counts) -> FleetConditio
             "False",
             reason::AWAITING_CONSISTENCY,
             format!(
-                "the setting was written to {} tenants but Graph still returns the old value; \
+                "the setting was written to {} but Graph still returns the old value; \
                  reading again shortly",
-                counts.drifted
+                tenants(counts.drifted, "")
             ),
         );
     }
@@ -504,10 +506,10 @@ fn fleet_condition_set(input: &FleetInput<'_>, counts: &Counts) -> FleetConditio
             "False",
             reason::DRIFT_DETECTED,
             format!(
-                "{} of {} managed tenants differ from the declared setting; managementPolicy \
-                 is Observe, so nothing was written",
+                "{} of {} differ from the declared setting; managementPolicy is Observe, so \
+                 nothing was written",
                 counts.drifted,
-                counts.in_sync + counts.drifted
+                tenants(counts.in_sync + counts.drifted, "managed")
             ),
         );
     }
@@ -519,12 +521,32 @@ fn fleet_condition_set(input: &FleetInput<'_>, counts: &Counts) -> FleetConditio
             "False",
             reason::IN_SYNC,
             format!(
-                "{} managed tenants have the declared setting; {} are overridden by a \
-                 namespaced PhotoUpdatePolicy",
-                counts.in_sync, counts.overridden
+                "{} the declared setting; {} overridden by a namespaced PhotoUpdatePolicy",
+                match counts.in_sync {
+                    1 => "1 managed tenant has".to_string(),
+                    n => format!("{n} managed tenants have"),
+                },
+                match counts.overridden {
+                    1 => "1 is".to_string(),
+                    n => format!("{n} are"),
+                }
             ),
         )
     }
+}
+
+/// Returns "1 tenant" or "N tenants", with `adjective` in between.
+fn tenants(count: usize, adjective: &str) -> String {
+    let noun = if count == 1 { "tenant" } else { "tenants" };
+    match adjective {
+        "" => format!("{count} {noun}"),
+        _ => format!("{count} {adjective} {noun}"),
+    }
+}
+
+/// Returns the verb that agrees with `count` tenants.
+fn are(count: usize) -> &'static str {
+    if count == 1 { "is" } else { "are" }
 }
 
 fn fleet_conditions(

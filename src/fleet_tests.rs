@@ -292,6 +292,11 @@ fn all_in_sync_is_ready_and_synced() {
     assert_eq!(condition(&status, READY).reason, reason::IN_SYNC);
     assert_eq!(condition(&status, SYNCED).status, "True");
     assert_eq!(condition(&status, READY).observed_generation, Some(3));
+    assert_eq!(
+        condition(&status, READY).message,
+        "1 managed tenant has the declared setting; 1 is overridden by a namespaced \
+         PhotoUpdatePolicy"
+    );
 }
 
 #[test]
