@@ -476,6 +476,11 @@ pub async fn reconcile_policy(
     }
     let mut policy = (*policy).clone();
     let outcome = sync(&mut policy, &namespace, &context, &key).await;
+    if outcome.reason() == crate::graph::reason::SHUTTING_DOWN {
+        // The pass ends here; the next start of the operator repeats it.
+        info!(namespace, name = %policy.name_any(), "pass stopped: the operator is stopping");
+        return Ok(Action::await_change());
+    }
     let failures = context.record_result(&key, &outcome);
     context.metrics.reconciled(outcome.reason());
     if outcome.observed().is_some() {

@@ -237,7 +237,7 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
-    tokio::spawn(exit_if_shutdown_hangs());
+    tokio::spawn(exit_if_shutdown_hangs(graph.clone()));
 
     let elector = match args.leader_election {
         true => {
@@ -308,10 +308,11 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
 /// before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Exits the process when a graceful stop has not finished within
-/// [`SHUTDOWN_GRACE`] of SIGTERM or Ctrl-C, for example while the controller
+/// On SIGTERM or Ctrl-C, stops Graph requests that wait for a slot (passes
+/// on the wire finish), and exits the process when a graceful stop has not
+/// finished within [`SHUTDOWN_GRACE`], for example while the controller
 /// still waits for a CRD that was never installed.
-async fn exit_if_shutdown_hangs() {
+async fn exit_if_shutdown_hangs(graph: GraphClient) {
     let mut terminate = match tokio::signal::unix::signal(SignalKind::terminate()) {
         Ok(signal) => signal,
         Err(error) => {
@@ -323,6 +324,7 @@ async fn exit_if_shutdown_hangs() {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    graph.stop_waiting_requests();
     tokio::time::sleep(SHUTDOWN_GRACE).await;
     tracing::error!("graceful stop did not finish within {SHUTDOWN_GRACE:?}, exiting");
     std::process::exit(1);

@@ -941,6 +941,68 @@ async fn sigterm_lets_the_write_finish() {
     );
 }
 
+/// SIGTERM while passes queue behind `--max-concurrent-graph-requests 1`:
+/// the pass on the wire finishes, the queued ones send nothing and write
+/// no failure, and the process exits 0 well within its grace period.
+#[tokio::test]
+async fn sigterm_drops_queued_requests() {
+    if !enabled("sigterm_drops_queued_requests") {
+        return;
+    }
+    let harness = Harness::start_without_operator("sigqueue", &[]).await;
+    let mut operator = harness.spawn_operator("term", &["--max-concurrent-graph-requests", "1"]);
+    harness.put_secret("creds", SECRET).await;
+    let rule = json!({"endpoint": "graph", "method": "GET", "delayMs": 2000, "count": 100});
+    harness.emulator.add_faults(rule).await;
+    let tenants: Vec<String> = (0..6)
+        .map(|i| format!("sigqueue-{i}.onmicrosoft.com"))
+        .collect();
+    for (i, tenant) in tenants.iter().enumerate() {
+        let spec = secret_spec(tenant, "creds", json!({"source": "onPremises"}));
+        harness.create_policy(&format!("p{i}"), spec).await;
+    }
+    // Wait until one pass has its token and waits in its first GET.
+    let mut tokens = 0;
+    for _ in 0..100 {
+        tokens = 0;
+        for tenant in &tenants {
+            let requests = harness.emulator.requests_of(tenant).await;
+            tokens += requests.iter().filter(|r| r.endpoint == "token").count();
+        }
+        if tokens > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(tokens > 0, "no pass reached Graph");
+    let stopped_at = jiff::Timestamp::now();
+    operator.terminate();
+    let exit = operator.wait_exit(Duration::from_secs(15)).await;
+    let log = operator.log();
+    let exit = exit.unwrap_or_else(|| panic!("still running 15s after SIGTERM:\n{log}"));
+    assert!(exit.success(), "exit status {exit}:\n{log}");
+
+    // At most the rest of the pass on the wire: its GET, PATCH and
+    // verifying GET.
+    let mut after = 0;
+    for tenant in &tenants {
+        let requests = harness.emulator.requests_of(tenant).await;
+        after += requests.iter().filter(|r| r.time > stopped_at).count();
+    }
+    assert!(
+        after <= 3,
+        "{after} requests finished after SIGTERM:\n{log}"
+    );
+    for i in 0..tenants.len() {
+        let policy = harness.policies().get(&format!("p{i}")).await.unwrap();
+        assert!(
+            !condition_is(&policy, "Ready", "False", "ShuttingDown"),
+            "p{i}: the stop reached the status: {:?}",
+            policy.status
+        );
+    }
+}
+
 /// `run --log-format json`: every line the process prints is a JSON object
 /// with level, target and message, and no secret appears.
 #[tokio::test]

@@ -241,6 +241,59 @@ async fn in_flight_limit_holds_across_tenants() {
     assert!(most_in_flight(None).await > 3);
 }
 
+/// On stop, requests waiting for an in-flight slot are not sent, while the
+/// request on the wire and the pass it belongs to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_refuses_waiting_requests() {
+    let emulator = Emulator::start(&[
+        "--latency",
+        "400",
+        "--client",
+        &format!("*:{CLIENT_ID}:{SECRET}"),
+    ]);
+    let client = GraphClient::new(GraphClientOptions {
+        max_in_flight: Some(1),
+        ..emulator.options()
+    })
+    .expect("client builds");
+    let tenant = |name: &str| Target {
+        tenant_id: format!("{name}.onmicrosoft.com"),
+        ..contoso()
+    };
+    let first = {
+        let client = client.clone();
+        let target = tenant("first");
+        tokio::spawn(async move { client.get_settings(&target).await })
+    };
+    // The first token request now holds the only slot.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting: Vec<_> = ["second", "third"]
+        .into_iter()
+        .map(|name| {
+            let client = client.clone();
+            let target = tenant(name);
+            tokio::spawn(async move { client.get_settings(&target).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.stop_waiting_requests();
+    for call in waiting {
+        let error = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(error, GraphError::ShuttingDown { .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.reason(), reason::SHUTTING_DOWN);
+    }
+    first
+        .await
+        .unwrap()
+        .expect("the pass on the wire reads its tenant");
+    let stats = emulator.control(reqwest::Method::GET, "stats", None).await;
+    assert_eq!(stats["totals"]["tokenRequests"], 1, "{stats}");
+    assert_eq!(stats["totals"]["gets"], 1, "{stats}");
+}
+
 #[tokio::test]
 async fn round_trip_documented_settings() {
     let emulator = Emulator::start(&[]);

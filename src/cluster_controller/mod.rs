@@ -324,6 +324,11 @@ pub async fn reconcile_tenant(
     }
 
     let outcome = manage(&context, manager, &secret, target, step).await?;
+    if outcome.reason() == crate::graph::reason::SHUTTING_DOWN {
+        // The pass ends here; the next start of the operator repeats it.
+        info!(secret = %name, "tenant pass stopped: the operator is stopping");
+        return Ok(Action::await_change());
+    }
     let state = tenant_state(&outcome);
     let synced = outcome.observed().map(|_| jiff::Timestamp::now());
 

@@ -112,6 +112,9 @@ struct Inner {
     retry_after: RetryAfterWindows,
     /// Permits for requests in flight, when the options set a limit.
     in_flight: Option<Semaphore>,
+    /// Set once the operator stops: requests that would wait for a permit
+    /// are not sent.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Ends of the `Retry-After` waits that responses asked for, per endpoint
@@ -243,8 +246,18 @@ impl GraphClient {
                 observer,
                 retry_after: RetryAfterWindows::default(),
                 in_flight: max_in_flight.map(|limit| Semaphore::new(limit.max(1))),
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         })
+    }
+
+    /// Stops requests that wait for an in-flight slot, now and later, with
+    /// [`GraphError::ShuttingDown`]. Requests on the wire finish, and a
+    /// request that finds a free slot is still sent, so a pass that has
+    /// written can read its write back. Called when the operator stops, so
+    /// that passes queued behind the limit do not outlast the grace period.
+    pub fn stop_waiting_requests(&self) {
+        self.inner.stopping.send_replace(true);
     }
 
     /// Returns the number of token requests sent so far.
@@ -419,12 +432,23 @@ impl GraphClient {
         request: reqwest::RequestBuilder,
     ) -> Result<Received, GraphError> {
         let _permit = match &self.inner.in_flight {
-            Some(limit) => Some(
-                limit
-                    .acquire()
-                    .await
-                    .expect("the in-flight semaphore is never closed"),
-            ),
+            Some(limit) => Some(match limit.try_acquire() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    let mut stopping = self.inner.stopping.subscribe();
+                    tokio::select! {
+                        permit = limit.acquire() => {
+                            permit.expect("the in-flight semaphore is never closed")
+                        }
+                        _ = stopping.wait_for(|stopping| *stopping) => {
+                            return Err(GraphError::ShuttingDown {
+                                operation: call.operation,
+                                tenant: call.tenant.to_string(),
+                            });
+                        }
+                    }
+                }
+            }),
             None => None,
         };
         call.execute(request).await

@@ -59,7 +59,13 @@ pub mod reason {
     /// the operator has no `AZURE_FEDERATED_TOKEN_FILE` variable.
     pub const FEDERATED_TOKEN_UNAVAILABLE: &str = "FederatedTokenUnavailable";
 
-    /// Every reason above, for documentation and tests.
+    /// The operator is stopping, so a request that waited for a slot was
+    /// not sent. A pass that gets it ends without writing a status, so this
+    /// reason never reaches one and is not in [`ALL`].
+    pub const SHUTTING_DOWN: &str = "ShuttingDown";
+
+    /// Every reason above that a status can carry, for documentation and
+    /// tests.
     pub const ALL: [&str; 14] = [
         INVALID_CLIENT_SECRET,
         CLIENT_SECRET_EXPIRED,
@@ -216,6 +222,15 @@ pub enum GraphError {
         reason: &'static str,
     },
 
+    /// The request was not sent, because the operator is stopping and the
+    /// request would have had to wait for a slot
+    /// ([`GraphClientOptions::max_in_flight`](super::GraphClientOptions)).
+    #[error("{operation} for tenant {tenant:?} not sent: the operator is stopping")]
+    ShuttingDown {
+        operation: Operation,
+        tenant: String,
+    },
+
     /// Signing the client assertion failed, so no token request was sent.
     #[error(
         "token request for tenant {tenant:?} not sent: {source}; the operator retries with backoff"
@@ -244,9 +259,10 @@ impl GraphError {
                 cached_token,
                 ..
             } => graph_class(*status, *retry_after, *cached_token),
-            Self::Transport { .. } | Self::UnexpectedResponse { .. } | Self::Signing { .. } => {
-                ErrorClass::Transient
-            }
+            Self::Transport { .. }
+            | Self::UnexpectedResponse { .. }
+            | Self::Signing { .. }
+            | Self::ShuttingDown { .. } => ErrorClass::Transient,
             Self::RetryAfterPending { remaining, .. } => ErrorClass::Throttled {
                 retry_after: Some(*remaining),
             },
@@ -270,6 +286,7 @@ impl GraphError {
             Self::FederatedToken { .. } => reason::FEDERATED_TOKEN_UNAVAILABLE,
             Self::Signing { .. } => reason::AUTHENTICATION_FAILED,
             Self::RetryAfterPending { reason, .. } => reason,
+            Self::ShuttingDown { .. } => reason::SHUTTING_DOWN,
         }
     }
 
@@ -283,7 +300,8 @@ impl GraphError {
             | Self::Transport { .. }
             | Self::RetryAfterPending { .. }
             | Self::FederatedToken { .. }
-            | Self::Signing { .. } => None,
+            | Self::Signing { .. }
+            | Self::ShuttingDown { .. } => None,
         }
     }
 
@@ -296,7 +314,8 @@ impl GraphError {
             Self::Transport { .. }
             | Self::RetryAfterPending { .. }
             | Self::FederatedToken { .. }
-            | Self::Signing { .. } => None,
+            | Self::Signing { .. }
+            | Self::ShuttingDown { .. } => None,
         }
     }
 }
