@@ -39,7 +39,7 @@ async fn cluster_policy_bench() {
     }
     // The smoke run (PPO_BENCH_SMOKE=1, set by `make test`) checks with a
     // few tenants that the benchmark still runs and that its request
-    // counts hold; it says nothing about speed.
+    // counts hold. It measures no speed.
     let smoke = std::env::var("PPO_BENCH").as_deref() != Ok("1");
     if smoke && std::env::var("PPO_BENCH_SMOKE").as_deref() != Ok("1") {
         eprintln!("skipped cluster_policy_bench: set PPO_BENCH=1 to run the benchmark");

@@ -1,7 +1,7 @@
-//! The operator's Event recorder on the real API server: a repeat within
-//! the series window updates one Event's `series.count` (the note stays
-//! the first one, which the API server does not let change), and a
-//! different reason is an Event of its own. Runs only with PPO_E2E=1.
+//! The operator's Event recorder on the real API server. A repeat within
+//! the series window updates one Event's `series.count`, and a different
+//! reason is an Event of its own. The note stays the first one, because the
+//! API server does not let it change. Runs only with PPO_E2E=1.
 
 mod common;
 

@@ -90,8 +90,8 @@ impl Config {
 
 impl Config {
     /// A few policies, for `make test` (PPO_BENCH_SMOKE=1), which checks
-    /// that the benchmark still runs and that its counts hold, and says
-    /// nothing about speed.
+    /// that the benchmark still runs and that its counts hold. It measures
+    /// no speed.
     fn smoke() -> Self {
         Config {
             kind: Kind::PhotoUpdatePolicy,
@@ -109,8 +109,8 @@ impl Config {
         }
     }
 
-    /// The operator's flags: its concurrency, and for the smoke run, which
-    /// shares the API server with the end-to-end tests, only the
+    /// Returns the operator's flags: its concurrency, and for the smoke
+    /// run, which shares the API server with the end-to-end tests, only the
     /// benchmark's namespace.
     fn operator_flags(&self) -> Vec<String> {
         let mut flags = vec![
