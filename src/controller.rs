@@ -318,7 +318,6 @@ fn secret_changes(
     events: impl Stream<Item = Result<watcher::Event<SecretMeta>, watcher::Error>>,
     context: Arc<Context>,
 ) -> impl Stream<Item = Result<SecretMeta, watcher::Error>> {
-    let mut listed_before = false;
     let mut relisted = HashSet::new();
     events
         .map(move |event| {
@@ -335,16 +334,13 @@ fn secret_changes(
                     relisted.insert(key);
                     if changed { vec![secret] } else { Vec::new() }
                 }
-                Ok(watcher::Event::InitDone) => {
-                    let gone = cache.keep_only(&std::mem::take(&mut relisted));
-                    let first = !listed_before;
-                    listed_before = true;
-                    if first {
-                        Vec::new()
-                    } else {
-                        gone.into_iter().map(secret_meta).collect()
-                    }
-                }
+                // Empty after the first list, because only the watch marks a
+                // Secret as seen.
+                Ok(watcher::Event::InitDone) => cache
+                    .keep_only(&std::mem::take(&mut relisted))
+                    .into_iter()
+                    .map(secret_meta)
+                    .collect(),
                 Ok(watcher::Event::Apply(secret)) => {
                     cache.seen(&secret_key(&secret), &resource_version(&secret));
                     vec![secret]
@@ -365,8 +361,8 @@ fn secret_key(secret: &SecretMeta) -> SecretName {
     (secret.namespace().unwrap_or_default(), secret.name_any())
 }
 
-/// The Secret's resourceVersion; empty if the API server sent none, which
-/// then never matches a read.
+/// Returns the Secret's resourceVersion, or an empty string when the API
+/// server sent none, which then never matches a read.
 fn resource_version(secret: &SecretMeta) -> String {
     secret.resource_version().unwrap_or_default()
 }
@@ -432,8 +428,8 @@ where
 
 /// Maps a changed Secret to the policies in its namespace that reference it.
 // NOTE: scans every cached policy per changed Secret. The first Secret list
-// starts no pass, but a relist after a long watch outage with many changed
-// Secrets still costs O(n²); an index by Secret would make it O(n).
+// starts no pass. A relist after a long watch outage with many changed
+// Secrets still costs O(n²), so an index by Secret would help there.
 fn policies_using(
     store: &Store<PhotoUpdatePolicy>,
     secret: &PartialObjectMeta<Secret>,
@@ -476,7 +472,7 @@ pub async fn reconcile_policy(
     }
     let mut policy = (*policy).clone();
     let outcome = sync(&mut policy, &namespace, &context, &key).await;
-    if outcome.reason() == crate::graph::reason::SHUTTING_DOWN {
+    if outcome.stopped_by_shutdown() {
         // The pass ends here; the next start of the operator repeats it.
         info!(namespace, name = %policy.name_any(), "pass stopped: the operator is stopping");
         return Ok(Action::await_change());
@@ -1163,7 +1159,8 @@ mod tests {
         index.remove(&policy_for("two", "a.onmicrosoft.com"));
         index.remove(&policy_for("one", "b.onmicrosoft.com"));
         assert!(index.policies(&a).is_empty());
-        assert!(index.by_tenant.is_empty() && index.of_policy.is_empty());
+        assert!(index.by_tenant.is_empty());
+        assert!(index.of_policy.is_empty());
     }
 
     #[test]

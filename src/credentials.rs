@@ -37,12 +37,12 @@ pub const TLS_CERTIFICATE_KEY: &str = "tls.crt";
 /// Key of the PEM private key in a ClientCertificate Secret.
 pub const TLS_PRIVATE_KEY_KEY: &str = "tls.key";
 
-/// What a policy builds from its Secret: the credential, or why the Secret
-/// cannot serve as one.
+/// Cache of the credential each policy builds from its Secret, or of the
+/// failure that explains why the Secret cannot serve as one.
 pub type CredentialCache = SecretCache<Result<Credential, Failure>>;
 
 /// Reads the policy's credential and builds the Graph target. ClientSecret
-/// and ClientCertificate read a Secret, unless `cache` holds what was built
+/// and ClientCertificate read a Secret, unless `cache` contains what was built
 /// from the Secret's current resourceVersion; WorkloadIdentity reads none.
 pub async fn load_target(
     policy: &PhotoUpdatePolicy,

@@ -3,7 +3,7 @@
 
 /// Writes one line of the report to stdout. A closed stdout (as in
 /// `apply ... | head -1`) drops the line instead of panicking, so every
-/// tenant is still processed and the exit code still tells the outcome.
+/// tenant is still processed and the exit code still reports the outcome.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;

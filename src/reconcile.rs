@@ -138,6 +138,12 @@ impl Outcome {
         )
     }
 
+    /// Reports whether the pass ended because the operator is stopping.
+    /// Such a pass writes no status and no Event, and counts as no result.
+    pub fn stopped_by_shutdown(&self) -> bool {
+        self.reason() == crate::graph::reason::SHUTTING_DOWN
+    }
+
     /// Returns the condition reason that sums up this pass.
     pub fn reason(&self) -> &str {
         match self {

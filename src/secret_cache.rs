@@ -55,12 +55,12 @@ impl<V: Clone> SecretCache<V> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records the resourceVersion that the watch saw for a Secret, drops
-    /// values built from another version, and reports whether the policies
+    /// Records the resourceVersion that the watch saw for a Secret and drops
+    /// values built from another version. Returns true when the policies
     /// that use the Secret need a pass: the Secret changed since the watch
-    /// saw it last, or a read returned another version or found the Secret
-    /// missing. A Secret seen for the first time that no read has touched
-    /// needs none, so the first list of all Secrets starts no pass.
+    /// saw it last, or a read returned another version or found it missing.
+    /// A Secret seen for the first time that no read has touched needs no
+    /// pass, so the first list of all Secrets starts none.
     pub fn seen(&self, secret: &SecretName, version: &str) -> bool {
         let mut entries = self.entries();
         let entry = entries.entry(secret.clone()).or_default();
@@ -131,11 +131,6 @@ impl<V: Clone> SecretCache<V> {
         entry
             .built
             .push((use_.to_string(), version.to_string(), value));
-    }
-
-    /// Returns the number of Secrets known, for tests.
-    pub fn len(&self) -> usize {
-        self.entries().len()
     }
 
     /// Reports whether no Secret is known.

@@ -613,7 +613,7 @@ fn crd_survives_closed_stdout() {
 }
 
 /// A reader that stops early (`apply ... | head -1`) does not stop the
-/// writes: every tenant is applied and the exit code says so.
+/// writes: every tenant is applied and the exit code reports it.
 #[tokio::test]
 async fn apply_survives_closed_stdout() {
     let emulator = start();

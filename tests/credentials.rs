@@ -454,7 +454,7 @@ async fn load_with_secret(policy: Value, secret: Value) -> Result<Target, String
 }
 
 /// Runs `load_target` with `cache`, and serves its Secret read with
-/// `secret` when it reads the Secret. A read is answered only once.
+/// `secret` when it reads the Secret. Only one read gets a response.
 async fn load_with_cache(
     policy: Value,
     secret: Value,
@@ -477,7 +477,8 @@ async fn load_with_cache(
         send.send_response(response);
     });
     let result = load_target(&policy, "tenants", &client, cache).await;
-    // Still waiting when the cache answered; a failed assert in it shows.
+    // The server task still waits when the cache served the load. A failed
+    // assert inside it is raised here.
     server.abort();
     if let Err(error) = server.await
         && !error.is_cancelled()
@@ -550,7 +551,7 @@ async fn unchanged_secret_is_read_once() {
     load_with_cache(certificate_policy(), secret.clone(), &cache)
         .await
         .expect("the Secret loads");
-    // No API server answers now: the load must come from the cache.
+    // No API server responds now, so the load must come from the cache.
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     drop(handle);
     let client = Client::new(service, "default");

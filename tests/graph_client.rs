@@ -200,8 +200,8 @@ async fn concurrent_calls_share_one_token_request() {
 }
 
 /// Reads eight tenants at once through a client that allows `limit`
-/// requests in flight, and returns the most the emulator saw at once.
-async fn most_in_flight(limit: Option<usize>) -> u64 {
+/// requests in flight, and returns the maximum the emulator saw at once.
+async fn max_in_flight_seen(limit: Option<usize>) -> u64 {
     let emulator = Emulator::start(&[
         "--latency",
         "150",
@@ -236,9 +236,9 @@ async fn most_in_flight(limit: Option<usize>) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_limit_holds_across_tenants() {
-    assert_eq!(most_in_flight(Some(3)).await, 3);
+    assert_eq!(max_in_flight_seen(Some(3)).await, 3);
     // The same load without a limit: the emulator's count does see more.
-    assert!(most_in_flight(None).await > 3);
+    assert!(max_in_flight_seen(None).await > 3);
 }
 
 /// On stop, requests waiting for an in-flight slot are not sent, while the
@@ -265,7 +265,7 @@ async fn stop_refuses_waiting_requests() {
         let target = tenant("first");
         tokio::spawn(async move { client.get_settings(&target).await })
     };
-    // The first token request now holds the only slot.
+    // The first token request now has the only slot.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let waiting: Vec<_> = ["second", "third"]
         .into_iter()
@@ -277,6 +277,7 @@ async fn stop_refuses_waiting_requests() {
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     client.stop_waiting_requests();
+
     for call in waiting {
         let error = call.await.unwrap().unwrap_err();
         assert!(
@@ -289,6 +290,7 @@ async fn stop_refuses_waiting_requests() {
         .await
         .unwrap()
         .expect("the pass on the wire reads its tenant");
+
     let stats = emulator.control(reqwest::Method::GET, "stats", None).await;
     assert_eq!(stats["totals"]["tokenRequests"], 1, "{stats}");
     assert_eq!(stats["totals"]["gets"], 1, "{stats}");

@@ -89,9 +89,9 @@ impl Config {
 }
 
 impl Config {
-    /// A few policies, for `make test` (PPO_BENCH_SMOKE=1), which checks
-    /// that the benchmark still runs and that its counts hold. It measures
-    /// no speed.
+    /// Returns the settings of the smoke run in `make test`
+    /// (PPO_BENCH_SMOKE=1): a few policies, to check that the benchmark
+    /// still runs and that its counts hold. It measures no speed.
     fn smoke() -> Self {
         Config {
             kind: Kind::PhotoUpdatePolicy,

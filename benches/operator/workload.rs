@@ -106,7 +106,8 @@ pub fn tenant(index: usize) -> String {
 }
 
 /// Deletes the policies and Secrets that [`create`] made. The namespace
-/// stays: without a controller manager nothing would finish its deletion.
+/// stays, because without a controller manager nothing would finish its
+/// deletion.
 pub async fn delete_all(client: &Client, kind: Kind) {
     let everything = kube::api::ListParams::default();
     let deletion = kube::api::DeleteParams::default();

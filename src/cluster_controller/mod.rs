@@ -96,14 +96,14 @@ pub struct ClusterContext {
     /// Last status written per policy UID.
     written: Mutex<HashMap<String, ClusterPhotoUpdatePolicyStatus>>,
     changed: tokio::sync::Notify,
-    /// What each tenant Secret's data yields, valid while its
+    /// Inputs built from each tenant Secret's data, valid while its
     /// resourceVersion stays the same.
     built: SecretCache<TenantInput>,
 }
 
-/// What a pass needs from a tenant Secret's data: the tenant it names (for
+/// Input of a pass from a tenant Secret's data: the tenant it names (for
 /// the fleet status, even when the Secret is otherwise unusable) and its
-/// Graph target, or why there is none.
+/// Graph target, or the failure that explains why there is none.
 type TenantInput = (Option<String>, Result<Target, Failure>);
 
 /// The one use of a tenant Secret, for [`SecretCache`].
@@ -324,7 +324,7 @@ pub async fn reconcile_tenant(
     }
 
     let outcome = manage(&context, manager, &secret, target, step).await?;
-    if outcome.reason() == crate::graph::reason::SHUTTING_DOWN {
+    if outcome.stopped_by_shutdown() {
         // The pass ends here; the next start of the operator repeats it.
         info!(secret = %name, "tenant pass stopped: the operator is stopping");
         return Ok(Action::await_change());

@@ -77,8 +77,8 @@ async fn observe(
     response
 }
 
-/// A Graph or token request being handled, counted from arrival until it
-/// is answered or its client goes away.
+/// Guard for a Graph or token request being handled, counted from arrival
+/// until the response is sent or the client closes the connection.
 struct InFlight(Arc<Emulator>);
 
 impl InFlight {

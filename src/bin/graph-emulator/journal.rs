@@ -101,7 +101,7 @@ impl Journal {
         self.stats.max_in_flight = self.stats.max_in_flight.max(self.in_flight);
     }
 
-    /// Counts a request as finished, answered or not.
+    /// Counts a request as finished, with or without a response.
     pub fn request_finished(&mut self) {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
